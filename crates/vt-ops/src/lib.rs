@@ -1,0 +1,28 @@
+//! # vt-ops
+//!
+//! Tensor ops and leaf layers that candle lacks or does without a gradient, for the Visual
+//! Transformer models of vt. Each op has a forward and a backward, checked by finite
+//! differences ([`gradcheck`]). Depends only on candle; every other vt crate builds on it.
+//!
+//! * [`pool`]: max / average pooling with padding and overlapping windows;
+//! * [`resize`]: bilinear (PyTorch, `align_corners=False`) and nearest resize, adaptive pooling;
+//! * [`softmax`]: softmax / log-softmax along any axis;
+//! * [`nn`]: conv2d, grouped 1x1 conv, linear, batch norm, dropout, drop-path;
+//! * [`store`]: seeded initialisation and checked weight loading (one error lists every bad key);
+//! * [`rng`]: the seeded generator and the mask source of stochastic layers;
+//! * [`cost`]: MAC and parameter accounting.
+
+pub mod cost;
+pub mod gradcheck;
+pub mod nn;
+pub mod pool;
+pub mod resize;
+pub mod rng;
+pub mod softmax;
+pub mod store;
+
+pub use cost::{Cost, CostBreakdown};
+pub use nn::{BatchNorm, Conv1x1, Conv2d, Conv2dConfig, DropPath, Dropout, Linear};
+pub use rng::{NoiseSource, Rng};
+pub use softmax::{log_softmax, softmax};
+pub use store::VarStore;

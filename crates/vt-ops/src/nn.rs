@@ -1,0 +1,372 @@
+//! The leaf layers every vt model is built from: convolutions (2-d, and the 1x1 "Conv1d" of the
+//! VT modules, grouped as a batched matmul), linear, batch norm, dropout and drop-path.
+//!
+//! Each initialises as PyTorch does by default (`U(±1/√fan_in)` for weights and biases), takes
+//! its parameters from a `VarBuilder` under PyTorch names, and reports its [`Cost`].
+
+use crate::cost::Cost;
+use crate::rng::{hash_str, NoiseSource};
+use candle_core::{bail, Module, ModuleT, Result, Tensor, Var};
+use candle_nn::{Init, VarBuilder};
+
+fn default_uniform(fan_in: usize) -> Init {
+    let b = 1.0 / (fan_in as f64).sqrt();
+    Init::Uniform { lo: -b, up: b }
+}
+
+/// Options of a 2-d convolution (PyTorch defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dConfig {
+    pub stride: usize,
+    pub padding: usize,
+    pub dilation: usize,
+    pub groups: usize,
+    pub bias: bool,
+}
+
+impl Default for Conv2dConfig {
+    fn default() -> Self {
+        Self { stride: 1, padding: 0, dilation: 1, groups: 1, bias: true }
+    }
+}
+
+/// `nn.Conv2d`: weight `(out, in/groups, k, k)`, optional bias.
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    cfg: Conv2dConfig,
+}
+
+impl Conv2d {
+    /// A convolution with PyTorch's default init, or `init` for the weight when given
+    /// (ResNet uses Kaiming-normal, fan-out).
+    pub fn new(cin: usize, cout: usize, k: usize, cfg: Conv2dConfig, init: Option<Init>, vb: VarBuilder) -> Result<Self> {
+        if cfg.groups == 0 || cin % cfg.groups != 0 || cout % cfg.groups != 0 {
+            bail!("conv2d {}: channels {cin}->{cout} not divisible by groups {}", vb.prefix(), cfg.groups);
+        }
+        let fan_in = cin / cfg.groups * k * k;
+        let weight = vb.get_with_hints((cout, cin / cfg.groups, k, k), "weight", init.unwrap_or(default_uniform(fan_in)))?;
+        let bias = if cfg.bias { Some(vb.get_with_hints(cout, "bias", default_uniform(fan_in))?) } else { None };
+        Ok(Self { weight, bias, cfg })
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub fn out_size(&self, h: usize, w: usize) -> (usize, usize) {
+        let k = self.weight.dim(2).unwrap_or(1);
+        let c = &self.cfg;
+        let f = |n: usize| (n + 2 * c.padding - c.dilation * (k - 1) - 1) / c.stride + 1;
+        (f(h), f(w))
+    }
+
+    /// Cost on an `h × w` input; also returns the output size.
+    pub fn cost(&self, h: usize, w: usize) -> (Cost, (usize, usize)) {
+        let (ho, wo) = self.out_size(h, w);
+        let per_out = self.weight.elem_count() as u64;
+        let params = per_out + self.bias.as_ref().map_or(0, |b| b.elem_count() as u64);
+        (Cost::new(per_out * (ho * wo) as u64, params), (ho, wo))
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let c = &self.cfg;
+        let y = x.conv2d(&self.weight, c.padding, c.stride, c.dilation, c.groups)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+            None => Ok(y),
+        }
+    }
+}
+
+/// `nn.Conv1d(in, out, kernel_size=1, groups=g)` over `(N, channels, positions)`: the 1x1
+/// convolution of the VT modules. Weight `(out, in/g, 1)`. A grouped one is one batched matmul
+/// (group k maps input block k to output block k), not one convolution per group.
+#[derive(Clone, Debug)]
+pub struct Conv1x1 {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    groups: usize,
+    cin: usize,
+    cout: usize,
+}
+
+impl Conv1x1 {
+    pub fn new(cin: usize, cout: usize, groups: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
+        if groups == 0 || cin % groups != 0 || cout % groups != 0 {
+            bail!("conv1x1 {}: channels {cin}->{cout} not divisible by groups {groups}", vb.prefix());
+        }
+        let init = default_uniform(cin / groups);
+        let weight = vb.get_with_hints((cout, cin / groups, 1), "weight", init)?;
+        let bias = if bias { Some(vb.get_with_hints(cout, "bias", init)?) } else { None };
+        Ok(Self { weight, bias, groups, cin, cout })
+    }
+
+    pub fn out_channels(&self) -> usize {
+        self.cout
+    }
+
+    /// Cost over `positions` positions (pixels or tokens).
+    pub fn cost(&self, positions: usize) -> Cost {
+        let w = (self.cout * self.cin / self.groups) as u64;
+        Cost::new(w * positions as u64, w + self.bias.as_ref().map_or(0, |_| self.cout as u64))
+    }
+}
+
+impl Module for Conv1x1 {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, c, p) = x.dims3()?;
+        if c != self.cin {
+            bail!("conv1x1 expects {} input channels, got shape {:?}", self.cin, x.shape());
+        }
+        let g = self.groups;
+        let y = if g == 1 {
+            self.weight.squeeze(2)?.broadcast_matmul(x)?
+        } else {
+            let w = self.weight.reshape((g, self.cout / g, self.cin / g))?;
+            w.broadcast_matmul(&x.reshape((n, g, self.cin / g, p))?)?.reshape((n, self.cout, p))?
+        };
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, (), 1))?),
+            None => Ok(y),
+        }
+    }
+}
+
+/// `nn.Linear`: weight `(out, in)`, bias `(out,)`.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    pub fn new(cin: usize, cout: usize, vb: VarBuilder) -> Result<Self> {
+        let init = default_uniform(cin);
+        Ok(Self { weight: vb.get_with_hints((cout, cin), "weight", init)?, bias: vb.get_with_hints(cout, "bias", init)? })
+    }
+
+    pub fn cost(&self) -> Cost {
+        let w = self.weight.elem_count() as u64;
+        Cost::new(w, w + self.bias.elem_count() as u64)
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.broadcast_matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+    }
+}
+
+/// Batch normalisation over dim 1 of a `(N, C, ...)` tensor (`BatchNorm1d`/`2d`): eps 1e-5,
+/// momentum 0.1. Train mode normalises with the biased batch variance and updates
+/// `running_var` with the unbiased one, as PyTorch does. Running statistics are variables of
+/// the store (saved with the model) that the optimizer must skip.
+#[derive(Clone, Debug)]
+pub struct BatchNorm {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    eps: f64,
+    momentum: f64,
+}
+
+impl BatchNorm {
+    pub fn new(c: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get_with_hints(c, "weight", Init::Const(1.0))?,
+            bias: vb.get_with_hints(c, "bias", Init::Const(0.0))?,
+            running_mean: Var::from_tensor(&vb.get_with_hints(c, "running_mean", Init::Const(0.0))?)?,
+            running_var: Var::from_tensor(&vb.get_with_hints(c, "running_var", Init::Const(1.0))?)?,
+            eps: 1e-5,
+            momentum: 0.1,
+        })
+    }
+
+    /// BN parameters, which the paper's parameter counts exclude.
+    pub fn num_params(&self) -> usize {
+        2 * self.weight.elem_count()
+    }
+
+    pub fn running_mean(&self) -> &Tensor {
+        self.running_mean.as_tensor()
+    }
+
+    pub fn running_var(&self) -> &Tensor {
+        self.running_var.as_tensor()
+    }
+
+    /// `(scale, shift)` of the eval-mode affine map `y = x·scale + shift`.
+    pub fn eval_affine(&self) -> Result<(Tensor, Tensor)> {
+        let scale = (self.weight.detach() / (self.running_var.as_tensor().detach() + self.eps)?.sqrt()?)?;
+        let shift = (self.bias.detach() - (self.running_mean.as_tensor().detach() * &scale)?)?;
+        Ok((scale, shift))
+    }
+}
+
+impl ModuleT for BatchNorm {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let rank = x.rank();
+        let c = self.weight.dim(0)?;
+        if rank < 2 || x.dim(1)? != c {
+            bail!("batch norm over {c} channels got shape {:?}", x.shape());
+        }
+        let mut bshape = vec![1usize; rank];
+        bshape[1] = c;
+        let col = |t: &Tensor| t.reshape(bshape.as_slice());
+        if !train {
+            let scale = (&self.weight / (self.running_var.as_tensor().detach() + self.eps)?.sqrt()?)?;
+            let shift = (&self.bias - (self.running_mean.as_tensor().detach() * &scale)?)?;
+            return x.broadcast_mul(&col(&scale)?)?.broadcast_add(&col(&shift)?);
+        }
+        let dims: Vec<usize> = (0..rank).filter(|&d| d != 1).collect();
+        let n = x.elem_count() / c;
+        if n < 2 {
+            bail!("batch norm in train mode needs more than one value per channel, got shape {:?}", x.shape());
+        }
+        let mean = x.mean_keepdim(dims.as_slice())?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(dims.as_slice())?;
+        let m = self.momentum;
+        let (mean_d, var_d) = (mean.detach().flatten_all()?, var.detach().flatten_all()?);
+        self.running_mean.set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean_d * m)?)?)?;
+        let unbiased = n as f64 / (n as f64 - 1.0);
+        self.running_var.set(&((self.running_var.as_tensor() * (1.0 - m))? + (var_d * (m * unbiased))?)?)?;
+        let scale = col(&self.weight)?.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        xc.broadcast_mul(&scale)?.broadcast_add(&col(&self.bias)?)
+    }
+}
+
+/// Inverted dropout with masks from the model's [`NoiseSource`]; the identity in eval mode.
+#[derive(Clone, Debug)]
+pub struct Dropout {
+    p: f64,
+    id: u64,
+    noise: NoiseSource,
+}
+
+impl Dropout {
+    /// `name` identifies the layer's mask stream (use the module path).
+    pub fn new(p: f64, name: &str, noise: &NoiseSource) -> Result<Self> {
+        if !(0.0..1.0).contains(&p) {
+            bail!("dropout probability {p} at {name} is outside [0, 1)");
+        }
+        Ok(Self { p, id: hash_str(name), noise: noise.clone() })
+    }
+}
+
+impl ModuleT for Dropout {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if !train || self.p == 0.0 {
+            return Ok(x.clone());
+        }
+        x * self.noise.keep_mask(self.id, x.shape(), 1.0 - self.p, x.device())?
+    }
+}
+
+/// Drop-path (stochastic depth) on a residual branch: in train mode each sample's branch is
+/// zeroed with probability `p` and scaled by `1/(1−p)` otherwise; the identity in eval mode.
+/// Formula and placement as timm's `drop_path`.
+#[derive(Clone, Debug)]
+pub struct DropPath {
+    p: f64,
+    id: u64,
+    noise: NoiseSource,
+}
+
+impl DropPath {
+    pub fn new(p: f64, name: &str, noise: &NoiseSource) -> Result<Self> {
+        if !(0.0..1.0).contains(&p) {
+            bail!("drop-path probability {p} at {name} is outside [0, 1)");
+        }
+        Ok(Self { p, id: hash_str(name), noise: noise.clone() })
+    }
+}
+
+impl ModuleT for DropPath {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if !train || self.p == 0.0 {
+            return Ok(x.clone());
+        }
+        let mut shape = vec![1usize; x.rank()];
+        shape[0] = x.dim(0)?;
+        x.broadcast_mul(&self.noise.keep_mask(self.id, shape, 1.0 - self.p, x.device())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::VarStore;
+    use candle_core::{DType, Device, D};
+
+    #[test]
+    fn grouped_conv1x1_equals_conv1d() -> Result<()> {
+        let dev = Device::Cpu;
+        let store = VarStore::seeded(1, DType::F32, &dev);
+        let conv = Conv1x1::new(8, 12, 4, true, store.var_builder())?;
+        let x = Tensor::randn(0f32, 1., (2, 8, 5), &dev)?;
+        let y = conv.forward(&x)?;
+        let w = store.vars()["weight"].as_tensor().clone();
+        let b = store.vars()["bias"].as_tensor().clone();
+        let want = x.conv1d(&w, 0, 1, 1, 4)?.broadcast_add(&b.reshape((1, 12, 1))?)?;
+        assert!((y - want)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
+        assert_eq!(conv.cost(5), Cost::new(12 * 2 * 5, 12 * 2 + 12));
+        Ok(())
+    }
+
+    #[test]
+    fn batch_norm_train_updates_running_stats_and_eval_keeps_them() -> Result<()> {
+        let dev = Device::Cpu;
+        let store = VarStore::seeded(1, DType::F32, &dev);
+        let bn = BatchNorm::new(3, store.var_builder())?;
+        let x = Tensor::arange(0f32, 24., &dev)?.reshape((2, 3, 2, 2))?;
+        let y = bn.forward_t(&x, true)?;
+        // normalised: zero mean, unit biased variance per channel
+        let m = y.mean_keepdim(vec![0usize, 2, 3])?.flatten_all()?.to_vec1::<f32>()?;
+        assert!(m.iter().all(|v| v.abs() < 1e-5));
+        // channel 0 holds 0..4 and 12..16: mean 7.5, sum of squared deviations 298, unbiased
+        // variance 298 / 7
+        let rm = bn.running_mean().to_vec1::<f32>()?;
+        let rv = bn.running_var().to_vec1::<f32>()?;
+        assert!((rm[0] - 0.75).abs() < 1e-5, "{rm:?}");
+        assert!((rv[0] - (0.9 + 0.1 * 298.0 / 7.0)).abs() < 1e-4, "{rv:?}");
+        bn.forward_t(&x, false)?;
+        assert_eq!(bn.running_mean().to_vec1::<f32>()?, rm);
+        Ok(())
+    }
+
+    #[test]
+    fn batch_norm_gradient() -> Result<()> {
+        let dev = Device::Cpu;
+        crate::gradcheck::check_gradient(&[vec![3usize, 2, 2, 2], vec![2], vec![2]], DType::F64, |xs| {
+            let store = VarStore::seeded(0, DType::F64, &dev);
+            let bn = BatchNorm::new(2, store.var_builder())?;
+            let bn = BatchNorm { weight: xs[1].clone(), bias: xs[2].clone(), ..bn };
+            let w = Tensor::arange(0f64, 24., &dev)?.reshape((3, 2, 2, 2))?.sin()?;
+            (bn.forward_t(&xs[0], true)? * w)?.sum_all()
+        })
+    }
+
+    #[test]
+    fn drop_path_scales_in_train_and_is_identity_in_eval() -> Result<()> {
+        let dev = Device::Cpu;
+        let noise = NoiseSource::new(0);
+        let dp = DropPath::new(0.25, "layer1.0", &noise)?;
+        let x = Tensor::ones((4000, 3), DType::F32, &dev)?;
+        assert_eq!(dp.forward_t(&x, false)?.sum_all()?.to_scalar::<f32>()?, 12000.0);
+        let y = dp.forward_t(&x, true)?;
+        let rows = y.max(D::Minus1)?.to_vec1::<f32>()?;
+        assert!(rows.iter().all(|&v| v == 0.0 || (v - 4.0 / 3.0).abs() < 1e-6));
+        let kept = rows.iter().filter(|&&v| v > 0.0).count() as f64 / 4000.0;
+        assert!((kept - 0.75).abs() < 0.03, "{kept}");
+        // every element of a sample shares the sample's mask
+        let v = y.to_vec2::<f32>()?;
+        assert!(v.iter().all(|r| r.iter().all(|&e| e == r[0])));
+        Ok(())
+    }
+}
