@@ -1,0 +1,223 @@
+//! ResNet-18/34/50/101 with torchvision's parameter names, and its VT version (stage 5
+//! replaced by VT modules), as one model type.
+
+use crate::config::{BlockKind, ResNetConfig, Stem};
+use candle_core::{bail, Module, ModuleT, Result, Tensor};
+use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
+use candle_nn::{Init, VarBuilder};
+use vt_layers::VisualTransformer;
+use vt_ops::pool::max_pool2d;
+use vt_ops::{BatchNorm, Conv2d, Conv2dConfig, Cost, CostBreakdown, DropPath, Dropout, Linear, NoiseSource};
+
+/// torchvision's ResNet conv init: Kaiming-normal, fan-out, ReLU gain.
+const KAIMING: Init = Init::Kaiming { dist: NormalOrUniform::Normal, fan: FanInOut::FanOut, non_linearity: NonLinearity::ReLU };
+
+fn conv(cin: usize, cout: usize, k: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
+    let cfg = Conv2dConfig { stride, padding: k / 2, bias: false, ..Default::default() };
+    Conv2d::new(cin, cout, k, cfg, Some(KAIMING), vb)
+}
+
+/// Conv → BN pair with the cost of the conv.
+#[derive(Clone, Debug)]
+struct ConvBn {
+    conv: Conv2d,
+    bn: BatchNorm,
+}
+
+impl ConvBn {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.bn.forward_t(&self.conv.forward(x)?, train)
+    }
+}
+
+/// A BasicBlock or Bottleneck (torchvision layout: `conv1, bn1, conv2, bn2[, conv3, bn3]`,
+/// `downsample.0` / `downsample.1`).
+#[derive(Clone, Debug)]
+pub struct Block {
+    convs: Vec<ConvBn>,
+    downsample: Option<ConvBn>,
+    drop_path: DropPath,
+}
+
+impl Block {
+    fn new(kind: BlockKind, cin: usize, width: usize, stride: usize, drop_path: DropPath, vb: VarBuilder) -> Result<Self> {
+        let cout = width * kind.expansion();
+        // (in, out, kernel, stride) of conv1, conv2[, conv3]
+        let shapes: Vec<(usize, usize, usize, usize)> = match kind {
+            BlockKind::Basic => vec![(cin, width, 3, stride), (width, width, 3, 1)],
+            BlockKind::Bottleneck => vec![(cin, width, 1, 1), (width, width, 3, stride), (width, cout, 1, 1)],
+        };
+        let convs = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &(a, b, k, s))| {
+                Ok(ConvBn { conv: conv(a, b, k, s, vb.pp(format!("conv{}", i + 1)))?, bn: BatchNorm::new(b, vb.pp(format!("bn{}", i + 1)))? })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let downsample = if stride != 1 || cin != cout {
+            let d = vb.pp("downsample");
+            Some(ConvBn { conv: conv(cin, cout, 1, stride, d.pp(0))?, bn: BatchNorm::new(cout, d.pp(1))? })
+        } else {
+            None
+        };
+        Ok(Self { convs, downsample, drop_path })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let identity = match &self.downsample {
+            Some(d) => d.forward_t(x, train)?,
+            None => x.clone(),
+        };
+        let last = self.convs.len() - 1;
+        let mut y = x.clone();
+        for (i, cb) in self.convs.iter().enumerate() {
+            y = cb.forward_t(&y, train)?;
+            if i < last {
+                y = y.relu()?;
+            }
+        }
+        (self.drop_path.forward_t(&y, train)? + identity)?.relu()
+    }
+
+    fn cost(&self, h: usize, w: usize) -> (Cost, (usize, usize)) {
+        let mut total = Cost::ZERO;
+        let mut hw = (h, w);
+        for cb in &self.convs {
+            let (c, out) = cb.conv.cost(hw.0, hw.1);
+            total += c;
+            hw = out;
+        }
+        if let Some(d) = &self.downsample {
+            total += d.conv.cost(h, w).0;
+        }
+        (total, hw)
+    }
+}
+
+/// ResNet or VT-ResNet: stem → `layer1..` → (`vt.0..` | global pool) → dropout → `fc`.
+#[derive(Clone, Debug)]
+pub struct ResNet {
+    stem: ConvBn,
+    stages: Vec<Vec<Block>>,
+    vt: Vec<VisualTransformer>,
+    dropout: Dropout,
+    fc: Linear,
+    noise: NoiseSource,
+    cfg: ResNetConfig,
+}
+
+impl ResNet {
+    pub fn new(cfg: &ResNetConfig, vb: VarBuilder) -> Result<Self> {
+        if let Err(e) = cfg.validate() {
+            bail!("invalid model config: {e}");
+        }
+        let noise = NoiseSource::new(0);
+        let (k, s) = match cfg.stem {
+            Stem::Imagenet => (7, 2),
+            Stem::Small => (3, 1),
+        };
+        let stem = ConvBn { conv: conv(cfg.in_channels, cfg.stem_width, k, s, vb.pp("conv1"))?, bn: BatchNorm::new(cfg.stem_width, vb.pp("bn1"))? };
+        let total_blocks: usize = cfg.layers.iter().sum();
+        let mut index = 0;
+        let mut cin = cfg.stem_width;
+        let mut stages = Vec::with_capacity(cfg.layers.len());
+        for (i, (&n, &width)) in cfg.layers.iter().zip(&cfg.widths).enumerate() {
+            let svb = vb.pp(format!("layer{}", i + 1)); // torchvision's name, kept for checkpoints
+            let mut blocks = Vec::with_capacity(n);
+            for j in 0..n {
+                let rate = if total_blocks > 1 { cfg.drop_path * index as f64 / (total_blocks - 1) as f64 } else { 0.0 };
+                let name = format!("{}.{j}", svb.prefix());
+                let stride = if i > 0 && j == 0 { 2 } else { 1 };
+                blocks.push(Block::new(cfg.block, cin, width, stride, DropPath::new(rate, &name, &noise)?, svb.pp(j))?);
+                cin = width * cfg.block.expansion();
+                index += 1;
+            }
+            stages.push(blocks);
+        }
+        let vvb = vb.pp("vt");
+        let vt = cfg.vt.iter().enumerate().map(|(i, c)| VisualTransformer::new(c, vvb.pp(i))).collect::<Result<Vec<_>>>()?;
+        let dropout = Dropout::new(cfg.dropout, "dropout", &noise)?;
+        let fc = Linear::new(cfg.head_channels(), cfg.num_classes, vb.pp("fc"))?;
+        Ok(Self { stem, stages, vt, dropout, fc, noise, cfg: cfg.clone() })
+    }
+
+    pub fn config(&self) -> &ResNetConfig {
+        &self.cfg
+    }
+
+    /// The mask source of dropout and drop-path: the trainer sets its seed and step.
+    pub fn noise(&self) -> &NoiseSource {
+        &self.noise
+    }
+
+    fn trunk(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (_, c, _, _) = x.dims4()?;
+        if c != self.cfg.in_channels {
+            bail!("model expects {} input channels, got input of shape {:?}", self.cfg.in_channels, x.shape());
+        }
+        let mut x = self.stem.forward_t(x, train)?.relu()?;
+        if self.cfg.stem == Stem::Imagenet {
+            x = max_pool2d(&x, 3, 2, 1)?;
+        }
+        for stage in &self.stages {
+            for b in stage {
+                x = b.forward_t(&x, train)?;
+            }
+        }
+        Ok(x)
+    }
+
+    /// The final feature map and, for a VT-ResNet, the last VT module's tokens.
+    pub fn forward_features(&self, x: &Tensor, train: bool) -> Result<(Tensor, Option<Tensor>)> {
+        let mut x = self.trunk(x, train)?;
+        let mut tokens: Option<Tensor> = None;
+        for m in &self.vt {
+            let (nx, t) = m.forward_t(&x, tokens.as_ref(), train)?;
+            x = nx;
+            tokens = Some(t);
+        }
+        Ok((x, tokens))
+    }
+
+    /// Classifier input: mean over tokens (VT) or global average pool (ResNet).
+    pub fn forward_head(&self, x: &Tensor, tokens: Option<&Tensor>, train: bool) -> Result<Tensor> {
+        let pooled = match tokens {
+            Some(t) => t.mean(2)?,
+            None => x.mean(3)?.mean(2)?,
+        };
+        self.fc.forward(&self.dropout.forward_t(&pooled, train)?)
+    }
+
+    /// MACs and parameters per part for an `h × w` input (batch 1), in forward order:
+    /// `stem`, `layer1..`, `vt.0..`, `fc`.
+    pub fn cost(&self, h: usize, w: usize) -> CostBreakdown {
+        let mut out = CostBreakdown::default();
+        let (c, mut hw) = self.stem.conv.cost(h, w);
+        if self.cfg.stem == Stem::Imagenet {
+            let p = |n: usize| (n + 2 - 3) / 2 + 1;
+            hw = (p(hw.0), p(hw.1));
+        }
+        out.push("stem", c);
+        for (i, stage) in self.stages.iter().enumerate() {
+            let mut total = Cost::ZERO;
+            for b in stage {
+                let (c, o) = b.cost(hw.0, hw.1);
+                total += c;
+                hw = o;
+            }
+            out.push(format!("layer{}", i + 1), total);
+        }
+        for (i, m) in self.vt.iter().enumerate() {
+            out.push(format!("vt.{i}"), m.cost(hw.0, hw.1));
+        }
+        out.push("fc", self.fc.cost());
+        out
+    }
+}
+
+impl ModuleT for ResNet {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (x, t) = self.forward_features(x, train)?;
+        self.forward_head(&x, t.as_ref(), train)
+    }
+}

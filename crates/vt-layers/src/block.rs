@@ -1,0 +1,62 @@
+//! The VT module: tokenizer → token relation → projector.
+
+use crate::config::VtConfig;
+use crate::projector::Projector;
+use crate::relation::TokenRelation;
+use crate::tokenizer::Tokenizer;
+use candle_core::{bail, Result, Tensor};
+use candle_nn::VarBuilder;
+use vt_ops::Cost;
+
+/// One VT module. `forward_t(x, tokens, train) -> (x_out, tokens_out)`: the tokens are the
+/// relation stage's output (what the next recurrent tokenizer and the head read); without a
+/// projector `x_out` is `x`.
+#[derive(Clone, Debug)]
+pub struct VisualTransformer {
+    tokenizer: Tokenizer,
+    transformer: Option<TokenRelation>,
+    projector: Option<Projector>,
+    cfg: VtConfig,
+}
+
+impl VisualTransformer {
+    pub fn new(cfg: &VtConfig, vb: VarBuilder) -> Result<Self> {
+        if cfg.num_tokens == 0 || cfg.in_channels == 0 || cfg.token_channels == 0 || cfg.heads == 0 {
+            bail!("VT module {}: channels, tokens and heads must be positive, got {cfg:?}", vb.prefix());
+        }
+        Ok(Self {
+            tokenizer: Tokenizer::new(cfg, vb.pp("tokenizer"))?,
+            transformer: TokenRelation::new(cfg, vb.pp("transformer"))?,
+            projector: if cfg.projector { Some(Projector::new(cfg, vb.pp("projector"))?) } else { None },
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &VtConfig {
+        &self.cfg
+    }
+
+    pub fn forward_t(&self, x: &Tensor, tokens: Option<&Tensor>, train: bool) -> Result<(Tensor, Tensor)> {
+        let c = x.dim(1)?;
+        if x.rank() != 4 || c != self.cfg.in_channels {
+            bail!("VT module expects (N, {}, H, W), got {:?}", self.cfg.in_channels, x.shape());
+        }
+        let (mut t, _) = self.tokenizer.forward(x, tokens)?;
+        if let Some(rel) = &self.transformer {
+            t = rel.forward(&t)?;
+        }
+        let x = match &self.projector {
+            Some(p) => p.forward_t(x, &t, train)?,
+            None => x.clone(),
+        };
+        Ok((x, t))
+    }
+
+    /// MACs and parameters on an `h × w` input map.
+    pub fn cost(&self, h: usize, w: usize) -> Cost {
+        let l = self.cfg.num_tokens;
+        self.tokenizer.cost(h, w, l)
+            + self.transformer.as_ref().map_or(Cost::ZERO, |r| r.cost(l, self.cfg.effective_token_channels()))
+            + self.projector.as_ref().map_or(Cost::ZERO, |p| p.cost(h * w, l))
+    }
+}
