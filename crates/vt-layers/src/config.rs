@@ -39,6 +39,7 @@ pub enum ValueSide {
 pub enum Relation {
     Transformer,
     /// Table 5 ablation: `T + ReLU(T A + b)` with a learned L×L mixing.
+    #[serde(rename = "graphconv")]
     GraphConv,
     /// Table 5 ablation: tokens pass unchanged.
     None,
@@ -46,6 +47,7 @@ pub enum Relation {
 
 /// One VT module: tokenizer → relation (transformer) → projector.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VtConfig {
     pub in_channels: usize,
     /// Projector output channels (a conv+BN lateral is added when they differ from the input).
