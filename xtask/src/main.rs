@@ -1,1 +1,55 @@
-fn main() {}
+//! Developer and user automation for vt: `cargo xtask <command>`. `main` only dispatches;
+//! each command lives in its own file, and its clap docs are its help.
+
+mod flops;
+mod infer;
+mod list;
+mod parity;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "vt: Visual Transformers in Rust — experiments and tools")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    List(list::Args),
+    Flops(flops::Args),
+    Parity(parity::Args),
+    Infer(infer::Args),
+}
+
+/// `cpu`, or `cuda` (needs `--features cuda`).
+pub fn device(name: &str) -> anyhow::Result<candle_core::Device> {
+    match name {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        "cuda" => Ok(candle_core::Device::new_cuda(0)?),
+        other => anyhow::bail!("unknown device `{other}` (cpu or cuda)"),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::List(a) => list::run(a),
+        Command::Flops(a) => flops::run(a),
+        Command::Parity(a) => parity::run(a),
+        Command::Infer(a) => infer::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // candle attaches a backtrace to its errors when RUST_BACKTRACE is set; a user
+            // needs the message, so only the text before the first frame is printed
+            let msg = format!("{e:#}");
+            let end = msg.find("\n   0: ").unwrap_or(msg.len());
+            eprintln!("error: {}", &msg[..end]);
+            ExitCode::FAILURE
+        }
+    }
+}

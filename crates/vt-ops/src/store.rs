@@ -172,6 +172,20 @@ impl VarStore {
         self.varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
+    /// Writes every variable (PyTorch names) to a safetensors file atomically: a temporary
+    /// file in the same directory, then a rename, so a crash never leaves a partial file.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let tensors: HashMap<String, Tensor> =
+            self.vars().into_iter().map(|(k, v)| (k, v.as_tensor().detach())).collect();
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp);
+        candle_core::safetensors::save(&tensors, &tmp)
+            .map_err(|e| candle_core::Error::Msg(format!("cannot write {}: {e}", tmp.display())))?;
+        std::fs::rename(&tmp, path)
+            .map_err(|e| candle_core::Error::Msg(format!("cannot move {} to {}: {e}", tmp.display(), path.display())))
+    }
+
     /// Call after building the model: one error listing every missing, mis-shaped and
     /// unexpected key of the weights source (nothing to check for a seeded store).
     pub fn finish(&self) -> Result<()> {

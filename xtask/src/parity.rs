@@ -1,0 +1,53 @@
+//! `cargo xtask parity`: check a reference fixture.
+
+use anyhow::{bail, Result};
+use std::path::PathBuf;
+use vt_backbones::fixture::run_fixture;
+
+/// Build the module a fixture file describes (`__metadata__.vt_fixture`), run it, and compare
+/// outputs, gradients and BN statistics with the stored reference values. Exits non-zero if
+/// any tensor exceeds its tolerance.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Fixture file(s) made by reference/make_fixtures.py.
+    #[arg(long, required = true, num_args = 1..)]
+    fixture: Vec<PathBuf>,
+    /// cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Print every compared tensor, not only the worst per file.
+    #[arg(long)]
+    verbose: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let device = crate::device(&args.device)?;
+    let mut failed = 0;
+    for f in &args.fixture {
+        let report = run_fixture(f, &device)?;
+        println!("{} ({}, {} mode, {} on {})", f.display(), report.module, report.mode, report.checks.len(), args.device);
+        for c in &report.checks {
+            if args.verbose || !c.passed() {
+                println!(
+                    "  {:4} {:45} max|err| {:.3e}  tol {:.0e} x {:.3e}  ({:.3} of tolerance)",
+                    if c.passed() { "ok" } else { "FAIL" },
+                    c.name,
+                    c.max_abs_err,
+                    c.tolerance,
+                    c.scale,
+                    c.ratio()
+                );
+            }
+        }
+        if let Some(w) = report.worst() {
+            println!("  worst: {} at {:.3} of its tolerance", w.name, w.ratio());
+        }
+        if !report.passed() {
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} fixture(s) exceed their tolerance", args.fixture.len());
+    }
+    Ok(())
+}
