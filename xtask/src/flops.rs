@@ -73,12 +73,18 @@ pub fn run(args: Args) -> Result<()> {
         Some(name) => vec![preset(name)?],
         None => PRESETS.iter().collect(),
     };
-    let rows = presets.iter().map(|p| row(p, args.image_size)).collect::<Result<Vec<_>>>()?;
+    let rows = presets
+        .iter()
+        .map(|p| row(p, args.image_size))
+        .collect::<Result<Vec<_>>>()?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    println!("MACs and params at {0}x{0}, batch 1 (BN parameters excluded, as the paper counts)\n", args.image_size);
+    println!(
+        "MACs and params at {0}x{0}, batch 1 (BN parameters excluded, as the paper counts)\n",
+        args.image_size
+    );
     println!(
         "| model | paper row | MMACs | paper | error | M params | paper | error | note |\n|---|---|---:|---:|---:|---:|---:|---:|---|"
     );
@@ -88,18 +94,25 @@ pub fn run(args: Args) -> Result<()> {
             r.model,
             r.paper_row,
             r.macs as f64 / 1e6,
-            r.paper_macs.map_or("-".into(), |m| format!("{:.0}", m / 1e6)),
+            r.paper_macs
+                .map_or("-".into(), |m| format!("{:.0}", m / 1e6)),
             pct(r.macs_rel_err),
             r.params as f64 / 1e6,
-            r.paper_params.map_or("-".into(), |m| format!("{:.1}", m / 1e6)),
+            r.paper_params
+                .map_or("-".into(), |m| format!("{:.1}", m / 1e6)),
             pct(r.params_rel_err),
-            r.mismatch.map_or(String::new(), |m| format!("known mismatch: {m}")),
+            r.mismatch
+                .map_or(String::new(), |m| format!("known mismatch: {m}")),
         );
     }
     if let [r] = rows.as_slice() {
         println!("\n| stage | MMACs | M params |\n|---|---:|---:|");
         for (name, c) in &r.stages.parts {
-            println!("| {name} | {:.2} | {:.4} |", c.macs as f64 / 1e6, c.params as f64 / 1e6);
+            println!(
+                "| {name} | {:.2} | {:.4} |",
+                c.macs as f64 / 1e6,
+                c.params as f64 / 1e6
+            );
         }
     }
     Ok(())

@@ -41,16 +41,34 @@ pub fn run(args: Args) -> Result<()> {
         .with_context(|| format!("cannot read input {}", args.input.display()))?;
     let x = inputs
         .get("x")
-        .with_context(|| format!("{} has no tensor `x` (found: {:?})", args.input.display(), inputs.keys().collect::<Vec<_>>()))?
+        .with_context(|| {
+            format!(
+                "{} has no tensor `x` (found: {:?})",
+                args.input.display(),
+                inputs.keys().collect::<Vec<_>>()
+            )
+        })?
         .to_dtype(DType::F32)?;
     if x.rank() != 4 {
-        anyhow::bail!("{}: `x` must be (N, C, H, W), found shape {:?}", args.input.display(), x.shape());
+        anyhow::bail!(
+            "{}: `x` must be (N, C, H, W), found shape {:?}",
+            args.input.display(),
+            x.shape()
+        );
     }
     let logits = model.forward_t(&x, false)?;
     let tmp = args.output.with_extension("safetensors.tmp");
-    candle_core::safetensors::save(&HashMap::from([("logits".to_string(), logits.clone())]), &tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &args.output).with_context(|| format!("cannot write {}", args.output.display()))?;
-    println!("logits {:?} written to {}", logits.shape(), args.output.display());
+    candle_core::safetensors::save(
+        &HashMap::from([("logits".to_string(), logits.clone())]),
+        &tmp,
+    )
+    .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &args.output)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    println!(
+        "logits {:?} written to {}",
+        logits.shape(),
+        args.output.display()
+    );
     Ok(())
 }

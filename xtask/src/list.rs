@@ -8,10 +8,19 @@ use vt_backbones::PRESETS;
 pub struct Args {}
 
 pub fn run(_: Args) -> Result<()> {
-    println!("{:28} {:>9} {:>9}  paper row", "preset", "MMACs", "M params");
+    println!(
+        "{:28} {:>9} {:>9}  paper row",
+        "preset", "MMACs", "M params"
+    );
     for p in PRESETS {
         let t = crate::flops::cost_of(p, 224)?.total();
-        println!("{:28} {:>9.1} {:>9.3}  {}", p.name, t.macs as f64 / 1e6, t.params as f64 / 1e6, p.paper_row);
+        println!(
+            "{:28} {:>9.1} {:>9.3}  {}",
+            p.name,
+            t.macs as f64 / 1e6,
+            t.params as f64 / 1e6,
+            p.paper_row
+        );
     }
     Ok(())
 }

@@ -10,7 +10,10 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "vt: Visual Transformers in Rust — experiments and tools")]
+#[command(
+    name = "cargo xtask",
+    about = "vt: Visual Transformers in Rust — experiments and tools"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

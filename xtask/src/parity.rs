@@ -25,7 +25,14 @@ pub fn run(args: Args) -> Result<()> {
     let mut failed = 0;
     for f in &args.fixture {
         let report = run_fixture(f, &device)?;
-        println!("{} ({}, {} mode, {} on {})", f.display(), report.module, report.mode, report.checks.len(), args.device);
+        println!(
+            "{} ({}, {} mode, {} on {})",
+            f.display(),
+            report.module,
+            report.mode,
+            report.checks.len(),
+            args.device
+        );
         for c in &report.checks {
             if args.verbose || !c.passed() {
                 println!(
@@ -47,7 +54,10 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     if failed > 0 {
-        bail!("{failed} of {} fixture(s) exceed their tolerance", args.fixture.len());
+        bail!(
+            "{failed} of {} fixture(s) exceed their tolerance",
+            args.fixture.len()
+        );
     }
     Ok(())
 }

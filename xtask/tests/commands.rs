@@ -8,7 +8,11 @@ use vt_backbones::{preset, ResNet};
 use vt_ops::VarStore;
 
 fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).env_remove("RUST_BACKTRACE").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap()
 }
 
 fn tmp_dir(name: &str) -> PathBuf {
@@ -18,7 +22,9 @@ fn tmp_dir(name: &str) -> PathBuf {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/vt-backbones/tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crates/vt-backbones/tests/fixtures")
+        .join(name)
 }
 
 #[test]
@@ -30,25 +36,51 @@ fn infer_reproduces_the_in_process_forward() -> candle_core::Result<()> {
     let model = ResNet::new(&cfg, store.var_builder())?;
     store.save(&dir.join("w.safetensors"))?;
     let x = Tensor::randn(0f32, 1., (2, 3, 64, 64), &dev)?;
-    candle_core::safetensors::save(&HashMap::from([("x".to_string(), x.clone())]), dir.join("x.safetensors"))?;
+    candle_core::safetensors::save(
+        &HashMap::from([("x".to_string(), x.clone())]),
+        dir.join("x.safetensors"),
+    )?;
     let want = model.forward_t(&x, false)?;
     let w = dir.join("w.safetensors");
     let out = xtask(&[
-        "infer", "--model", "vt_resnet18", "--num-classes", "7", "--weights", w.to_str().unwrap(),
-        "--input", dir.join("x.safetensors").to_str().unwrap(), "--output", dir.join("y.safetensors").to_str().unwrap(),
+        "infer",
+        "--model",
+        "vt_resnet18",
+        "--num-classes",
+        "7",
+        "--weights",
+        w.to_str().unwrap(),
+        "--input",
+        dir.join("x.safetensors").to_str().unwrap(),
+        "--output",
+        dir.join("y.safetensors").to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got = candle_core::safetensors::load(dir.join("y.safetensors"), &dev)?["logits"].clone();
     assert!((got - want)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
 
     // the same weights with the wrong head: one error naming the key and both shapes
     let out = xtask(&[
-        "infer", "--model", "vt_resnet18", "--weights", w.to_str().unwrap(),
-        "--input", dir.join("x.safetensors").to_str().unwrap(), "--output", dir.join("z.safetensors").to_str().unwrap(),
+        "infer",
+        "--model",
+        "vt_resnet18",
+        "--weights",
+        w.to_str().unwrap(),
+        "--input",
+        dir.join("x.safetensors").to_str().unwrap(),
+        "--output",
+        dir.join("z.safetensors").to_str().unwrap(),
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("mis-shaped fc.weight: expected [1000, 1024], found [7, 1024]"), "{err}");
+    assert!(
+        err.contains("mis-shaped fc.weight: expected [1000, 1024], found [7, 1024]"),
+        "{err}"
+    );
     assert!(err.contains("mis-shaped fc.bias"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(!dir.join("z.safetensors").exists());
@@ -60,18 +92,37 @@ fn infer_reports_missing_and_unexpected_keys() {
     let dir = tmp_dir("keys");
     let dev = Device::Cpu;
     let t = HashMap::from([
-        ("conv1.weight".to_string(), Tensor::zeros((64, 3, 7, 7), DType::F32, &dev).unwrap()),
-        ("head.weight".to_string(), Tensor::zeros((3, 3), DType::F32, &dev).unwrap()),
+        (
+            "conv1.weight".to_string(),
+            Tensor::zeros((64, 3, 7, 7), DType::F32, &dev).unwrap(),
+        ),
+        (
+            "head.weight".to_string(),
+            Tensor::zeros((3, 3), DType::F32, &dev).unwrap(),
+        ),
     ]);
     candle_core::safetensors::save(&t, dir.join("w.safetensors")).unwrap();
     let out = xtask(&[
-        "infer", "--model", "resnet18", "--weights", dir.join("w.safetensors").to_str().unwrap(),
-        "--input", "none.safetensors", "--output", "none-out.safetensors",
+        "infer",
+        "--model",
+        "resnet18",
+        "--weights",
+        dir.join("w.safetensors").to_str().unwrap(),
+        "--input",
+        "none.safetensors",
+        "--output",
+        "none-out.safetensors",
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("missing    layer4.1.bn2.running_var: expected [512]"), "{err}");
-    assert!(err.contains("unexpected head.weight: found [3, 3]"), "{err}");
+    assert!(
+        err.contains("missing    layer4.1.bn2.running_var: expected [512]"),
+        "{err}"
+    );
+    assert!(
+        err.contains("unexpected head.weight: found [3, 3]"),
+        "{err}"
+    );
     assert!(!err.contains(" conv1.weight"), "{err}");
 }
 
@@ -79,7 +130,11 @@ fn infer_reports_missing_and_unexpected_keys() {
 fn parity_passes_on_a_fixture_and_fails_on_a_corrupted_one() -> candle_core::Result<()> {
     let good = fixture("transformer.safetensors");
     let out = xtask(&["parity", "--fixture", good.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("worst:"));
 
     // perturb one stored output by 1e-3 of its scale, keeping the metadata
@@ -92,7 +147,12 @@ fn parity_passes_on_a_fixture_and_fails_on_a_corrupted_one() -> candle_core::Res
     let dir = tmp_dir("parity");
     let bad = dir.join("bad.safetensors");
     let views: Vec<(String, Tensor)> = tensors.into_iter().collect();
-    safetensors::serialize_to_file(views.iter().map(|(k, v)| (k.as_str(), v)), meta.metadata().clone(), &bad).unwrap();
+    safetensors::serialize_to_file(
+        views.iter().map(|(k, v)| (k.as_str(), v)),
+        meta.metadata().clone(),
+        &bad,
+    )
+    .unwrap();
     let out = xtask(&["parity", "--fixture", bad.to_str().unwrap()]);
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
@@ -109,15 +169,32 @@ fn flops_json_has_every_preset_within_target() {
     assert_eq!(rows.len(), vt_backbones::PRESETS.len());
     let find = |m: &str| rows.iter().find(|r| r["model"] == m).unwrap();
     for m in ["resnet18", "resnet34", "resnet50", "resnet101"] {
-        assert!(find(m)["macs_rel_err"].as_f64().unwrap().abs() < 0.005, "{m}");
+        assert!(
+            find(m)["macs_rel_err"].as_f64().unwrap().abs() < 0.005,
+            "{m}"
+        );
     }
     for m in ["vt_resnet18", "vt_resnet34"] {
-        assert!(find(m)["macs_rel_err"].as_f64().unwrap().abs() < 0.02, "{m}");
+        assert!(
+            find(m)["macs_rel_err"].as_f64().unwrap().abs() < 0.02,
+            "{m}"
+        );
         assert!(find(m)["mismatch"].is_null());
     }
-    assert!(find("vt_resnet50")["mismatch"].as_str().unwrap().contains("VT-R50"));
-    let stages: Vec<&str> = find("vt_resnet18")["stages"]["parts"].as_array().unwrap().iter().map(|p| p[0].as_str().unwrap()).collect();
-    assert_eq!(stages, ["stem", "layer1", "layer2", "layer3", "vt.0", "vt.1", "fc"]);
+    assert!(find("vt_resnet50")["mismatch"]
+        .as_str()
+        .unwrap()
+        .contains("VT-R50"));
+    let stages: Vec<&str> = find("vt_resnet18")["stages"]["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        ["stem", "layer1", "layer2", "layer3", "vt.0", "vt.1", "fc"]
+    );
 }
 
 #[test]

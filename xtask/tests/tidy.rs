@@ -19,7 +19,10 @@ fn library_sources() -> Vec<(PathBuf, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates");
     let mut files = vec![];
     sources(&root, &mut files);
-    files.into_iter().map(|p| (p.clone(), std::fs::read_to_string(&p).unwrap())).collect()
+    files
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read_to_string(&p).unwrap()))
+        .collect()
 }
 
 /// The part of a file before its `#[cfg(test)]` module.
@@ -42,13 +45,23 @@ fn library_code_follows_the_style_rules() {
                 problems.push(format!("{at}: Func closure (use a named module struct)"));
             }
             for lit in ["true)", "false)"] {
-                if (line.contains("forward_t(") || line.contains("apply_t(")) && line.contains(&format!(", {lit}")) {
+                if (line.contains("forward_t(") || line.contains("apply_t("))
+                    && line.contains(&format!(", {lit}"))
+                {
                     problems.push(format!("{at}: train/eval literal passed to forward_t"));
                 }
             }
-            for ambient in ["thread_rng", "rand::rng()", "from_entropy", "Tensor::randn(", "Tensor::rand("] {
+            for ambient in [
+                "thread_rng",
+                "rand::rng()",
+                "from_entropy",
+                "Tensor::randn(",
+                "Tensor::rand(",
+            ] {
                 if line.contains(ambient) {
-                    problems.push(format!("{at}: ambient randomness `{ambient}` (use vt_ops::rng)"));
+                    problems.push(format!(
+                        "{at}: ambient randomness `{ambient}` (use vt_ops::rng)"
+                    ));
                 }
             }
         }
@@ -58,7 +71,11 @@ fn library_code_follows_the_style_rules() {
             }
         }
         if text.lines().count() > 600 && !in_tests_dir {
-            problems.push(format!("{}: {} lines (keep files under ~600)", path.display(), text.lines().count()));
+            problems.push(format!(
+                "{}: {} lines (keep files under ~600)",
+                path.display(),
+                text.lines().count()
+            ));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));

@@ -82,7 +82,11 @@ impl ResNetConfig {
 
     /// Channels at the end of the convolutional stages.
     pub fn trunk_channels(&self) -> usize {
-        self.widths.get(self.layers.len().wrapping_sub(1)).copied().unwrap_or(self.stem_width) * self.block.expansion()
+        self.widths
+            .get(self.layers.len().wrapping_sub(1))
+            .copied()
+            .unwrap_or(self.stem_width)
+            * self.block.expansion()
     }
 
     /// Replace the last stage by the VT modules `vt` (stages 1-3 stay).
@@ -127,17 +131,26 @@ impl ResNetConfig {
     /// Checks the shapes line up (stage count, VT channel chain) before anything is built.
     pub fn validate(&self) -> Result<(), String> {
         if self.layers.is_empty() || self.layers.len() != self.widths.len() {
-            return Err(format!("layers {:?} and widths {:?} must be non-empty and equally long", self.layers, self.widths));
+            return Err(format!(
+                "layers {:?} and widths {:?} must be non-empty and equally long",
+                self.layers, self.widths
+            ));
         }
         let mut c = self.trunk_channels();
         for (i, v) in self.vt.iter().enumerate() {
             if v.in_channels != c {
-                return Err(format!("vt.{i}: in_channels {} but the previous stage outputs {c} channels", v.in_channels));
+                return Err(format!(
+                    "vt.{i}: in_channels {} but the previous stage outputs {c} channels",
+                    v.in_channels
+                ));
             }
             c = v.effective_out_channels();
         }
         if !(0.0..1.0).contains(&self.dropout) || !(0.0..1.0).contains(&self.drop_path) {
-            return Err(format!("dropout {} and drop_path {} must lie in [0, 1)", self.dropout, self.drop_path));
+            return Err(format!(
+                "dropout {} and drop_path {} must lie in [0, 1)",
+                self.dropout, self.drop_path
+            ));
         }
         Ok(())
     }

@@ -25,11 +25,25 @@ pub struct Preset {
 }
 
 fn vt18(base: VtConfig, tokenizers: Option<&[TokenizerKind]>, projectors: bool) -> ResNetConfig {
-    ResNetConfig::resnet18().with_vt(vt_stack(256, &[512, 512], true, tokenizers, projectors, &base))
+    ResNetConfig::resnet18().with_vt(vt_stack(
+        256,
+        &[512, 512],
+        true,
+        tokenizers,
+        projectors,
+        &base,
+    ))
 }
 
 fn vt34(base: VtConfig, tokenizers: Option<&[TokenizerKind]>, projectors: bool) -> ResNetConfig {
-    ResNetConfig::resnet34().with_vt(vt_stack(256, &[512, 512, 512], true, tokenizers, projectors, &base))
+    ResNetConfig::resnet34().with_vt(vt_stack(
+        256,
+        &[512, 512, 512],
+        true,
+        tokenizers,
+        projectors,
+        &base,
+    ))
 }
 
 fn base() -> VtConfig {
@@ -43,10 +57,24 @@ pub fn vt_resnet34() -> ResNetConfig {
     vt34(base(), None, true)
 }
 pub fn vt_resnet50() -> ResNetConfig {
-    ResNetConfig::resnet50().with_vt(vt_stack(1024, &[1024, 1024, 1024], false, None, true, &base()))
+    ResNetConfig::resnet50().with_vt(vt_stack(
+        1024,
+        &[1024, 1024, 1024],
+        false,
+        None,
+        true,
+        &base(),
+    ))
 }
 pub fn vt_resnet101() -> ResNetConfig {
-    ResNetConfig::resnet101().with_vt(vt_stack(1024, &[1024, 1024, 1024], false, None, true, &base()))
+    ResNetConfig::resnet101().with_vt(vt_stack(
+        1024,
+        &[1024, 1024, 1024],
+        false,
+        None,
+        true,
+        &base(),
+    ))
 }
 
 use TokenizerKind::{Clustering, Filter, Pooling, Recurrent};
@@ -69,16 +97,44 @@ macro_rules! ablations {
             $stack(base(), Some(&[Filter; $n]), true)
         }
         pub fn $none() -> ResNetConfig {
-            $stack(VtConfig { relation: Relation::None, ..base() }, None, true)
+            $stack(
+                VtConfig {
+                    relation: Relation::None,
+                    ..base()
+                },
+                None,
+                true,
+            )
         }
         pub fn $gc() -> ResNetConfig {
-            $stack(VtConfig { relation: Relation::GraphConv, ..base() }, None, true)
+            $stack(
+                VtConfig {
+                    relation: Relation::GraphConv,
+                    ..base()
+                },
+                None,
+                true,
+            )
         }
         pub fn $l32() -> ResNetConfig {
-            $stack(VtConfig { num_tokens: 32, ..base() }, None, true)
+            $stack(
+                VtConfig {
+                    num_tokens: 32,
+                    ..base()
+                },
+                None,
+                true,
+            )
         }
         pub fn $l64() -> ResNetConfig {
-            $stack(VtConfig { num_tokens: 64, ..base() }, None, true)
+            $stack(
+                VtConfig {
+                    num_tokens: 64,
+                    ..base()
+                },
+                None,
+                true,
+            )
         }
         pub fn $noproj() -> ResNetConfig {
             $stack(base(), None, false)
@@ -86,15 +142,45 @@ macro_rules! ablations {
     };
 }
 
-ablations!(vt18, 2, vt_resnet18_pooling, vt_resnet18_clustering, vt_resnet18_no_rt, vt_resnet18_no_relation,
-    vt_resnet18_graphconv, vt_resnet18_l32, vt_resnet18_l64, vt_resnet18_no_projector);
-ablations!(vt34, 3, vt_resnet34_pooling, vt_resnet34_clustering, vt_resnet34_no_rt, vt_resnet34_no_relation,
-    vt_resnet34_graphconv, vt_resnet34_l32, vt_resnet34_l64, vt_resnet34_no_projector);
+ablations!(
+    vt18,
+    2,
+    vt_resnet18_pooling,
+    vt_resnet18_clustering,
+    vt_resnet18_no_rt,
+    vt_resnet18_no_relation,
+    vt_resnet18_graphconv,
+    vt_resnet18_l32,
+    vt_resnet18_l64,
+    vt_resnet18_no_projector
+);
+ablations!(
+    vt34,
+    3,
+    vt_resnet34_pooling,
+    vt_resnet34_clustering,
+    vt_resnet34_no_rt,
+    vt_resnet34_no_relation,
+    vt_resnet34_graphconv,
+    vt_resnet34_l32,
+    vt_resnet34_l64,
+    vt_resnet34_no_projector
+);
 
 /// The literal single-head Eq. (1)-(5) on VT-ResNet-18 (C_T = C = 256): not a paper row; it
 /// shows the equations cannot be the model behind the tables.
 pub fn vt_resnet18_paper_eq() -> ResNetConfig {
-    ResNetConfig::resnet18().with_vt(vt_stack(256, &[256, 256], true, None, true, &VtConfig { paper_eq: true, ..base() }))
+    ResNetConfig::resnet18().with_vt(vt_stack(
+        256,
+        &[256, 256],
+        true,
+        None,
+        true,
+        &VtConfig {
+            paper_eq: true,
+            ..base()
+        },
+    ))
 }
 
 const R50_MISMATCH: &str = "the paper's VT-R50/R101 leave ~133 M MACs for the VT stage; no structure that fits R18/R34 reaches it (vt_configs.md §5)";
@@ -154,10 +240,16 @@ pub fn preset(name: &str) -> Result<&'static Preset> {
     if let Some(p) = PRESETS.iter().find(|p| p.name == name) {
         return Ok(p);
     }
-    let mut near: Vec<(usize, &str)> = PRESETS.iter().map(|p| (edit_distance(name, p.name), p.name)).collect();
+    let mut near: Vec<(usize, &str)> = PRESETS
+        .iter()
+        .map(|p| (edit_distance(name, p.name), p.name))
+        .collect();
     near.sort();
     let names: Vec<&str> = near.iter().take(3).map(|(_, n)| *n).collect();
-    bail!("unknown model `{name}`; closest presets: {} (`cargo xtask list` shows all)", names.join(", "))
+    bail!(
+        "unknown model `{name}`; closest presets: {} (`cargo xtask list` shows all)",
+        names.join(", ")
+    )
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -168,7 +260,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for j in 0..b.len() {
             let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != b[j])).min(row[j] + 1).min(cur + 1);
+            row[j + 1] = (prev + usize::from(ca != b[j]))
+                .min(row[j] + 1)
+                .min(cur + 1);
             prev = cur;
         }
     }

@@ -7,13 +7,24 @@ use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
 use candle_nn::{Init, VarBuilder};
 use vt_layers::VisualTransformer;
 use vt_ops::pool::max_pool2d;
-use vt_ops::{BatchNorm, Conv2d, Conv2dConfig, Cost, CostBreakdown, DropPath, Dropout, Linear, NoiseSource};
+use vt_ops::{
+    BatchNorm, Conv2d, Conv2dConfig, Cost, CostBreakdown, DropPath, Dropout, Linear, NoiseSource,
+};
 
 /// torchvision's ResNet conv init: Kaiming-normal, fan-out, ReLU gain.
-const KAIMING: Init = Init::Kaiming { dist: NormalOrUniform::Normal, fan: FanInOut::FanOut, non_linearity: NonLinearity::ReLU };
+const KAIMING: Init = Init::Kaiming {
+    dist: NormalOrUniform::Normal,
+    fan: FanInOut::FanOut,
+    non_linearity: NonLinearity::ReLU,
+};
 
 fn conv(cin: usize, cout: usize, k: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
-    let cfg = Conv2dConfig { stride, padding: k / 2, bias: false, ..Default::default() };
+    let cfg = Conv2dConfig {
+        stride,
+        padding: k / 2,
+        bias: false,
+        ..Default::default()
+    };
     Conv2d::new(cin, cout, k, cfg, Some(KAIMING), vb)
 }
 
@@ -40,27 +51,48 @@ pub struct Block {
 }
 
 impl Block {
-    fn new(kind: BlockKind, cin: usize, width: usize, stride: usize, drop_path: DropPath, vb: VarBuilder) -> Result<Self> {
+    fn new(
+        kind: BlockKind,
+        cin: usize,
+        width: usize,
+        stride: usize,
+        drop_path: DropPath,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let cout = width * kind.expansion();
         // (in, out, kernel, stride) of conv1, conv2[, conv3]
         let shapes: Vec<(usize, usize, usize, usize)> = match kind {
             BlockKind::Basic => vec![(cin, width, 3, stride), (width, width, 3, 1)],
-            BlockKind::Bottleneck => vec![(cin, width, 1, 1), (width, width, 3, stride), (width, cout, 1, 1)],
+            BlockKind::Bottleneck => vec![
+                (cin, width, 1, 1),
+                (width, width, 3, stride),
+                (width, cout, 1, 1),
+            ],
         };
         let convs = shapes
             .iter()
             .enumerate()
             .map(|(i, &(a, b, k, s))| {
-                Ok(ConvBn { conv: conv(a, b, k, s, vb.pp(format!("conv{}", i + 1)))?, bn: BatchNorm::new(b, vb.pp(format!("bn{}", i + 1)))? })
+                Ok(ConvBn {
+                    conv: conv(a, b, k, s, vb.pp(format!("conv{}", i + 1)))?,
+                    bn: BatchNorm::new(b, vb.pp(format!("bn{}", i + 1)))?,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         let downsample = if stride != 1 || cin != cout {
             let d = vb.pp("downsample");
-            Some(ConvBn { conv: conv(cin, cout, 1, stride, d.pp(0))?, bn: BatchNorm::new(cout, d.pp(1))? })
+            Some(ConvBn {
+                conv: conv(cin, cout, 1, stride, d.pp(0))?,
+                bn: BatchNorm::new(cout, d.pp(1))?,
+            })
         } else {
             None
         };
-        Ok(Self { convs, downsample, drop_path })
+        Ok(Self {
+            convs,
+            downsample,
+            drop_path,
+        })
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -116,7 +148,10 @@ impl ResNet {
             Stem::Imagenet => (7, 2),
             Stem::Small => (3, 1),
         };
-        let stem = ConvBn { conv: conv(cfg.in_channels, cfg.stem_width, k, s, vb.pp("conv1"))?, bn: BatchNorm::new(cfg.stem_width, vb.pp("bn1"))? };
+        let stem = ConvBn {
+            conv: conv(cfg.in_channels, cfg.stem_width, k, s, vb.pp("conv1"))?,
+            bn: BatchNorm::new(cfg.stem_width, vb.pp("bn1"))?,
+        };
         let total_blocks: usize = cfg.layers.iter().sum();
         let mut index = 0;
         let mut cin = cfg.stem_width;
@@ -125,20 +160,44 @@ impl ResNet {
             let svb = vb.pp(format!("layer{}", i + 1)); // torchvision's name, kept for checkpoints
             let mut blocks = Vec::with_capacity(n);
             for j in 0..n {
-                let rate = if total_blocks > 1 { cfg.drop_path * index as f64 / (total_blocks - 1) as f64 } else { 0.0 };
+                let rate = if total_blocks > 1 {
+                    cfg.drop_path * index as f64 / (total_blocks - 1) as f64
+                } else {
+                    0.0
+                };
                 let name = format!("{}.{j}", svb.prefix());
                 let stride = if i > 0 && j == 0 { 2 } else { 1 };
-                blocks.push(Block::new(cfg.block, cin, width, stride, DropPath::new(rate, &name, &noise)?, svb.pp(j))?);
+                blocks.push(Block::new(
+                    cfg.block,
+                    cin,
+                    width,
+                    stride,
+                    DropPath::new(rate, &name, &noise)?,
+                    svb.pp(j),
+                )?);
                 cin = width * cfg.block.expansion();
                 index += 1;
             }
             stages.push(blocks);
         }
         let vvb = vb.pp("vt");
-        let vt = cfg.vt.iter().enumerate().map(|(i, c)| VisualTransformer::new(c, vvb.pp(i))).collect::<Result<Vec<_>>>()?;
+        let vt = cfg
+            .vt
+            .iter()
+            .enumerate()
+            .map(|(i, c)| VisualTransformer::new(c, vvb.pp(i)))
+            .collect::<Result<Vec<_>>>()?;
         let dropout = Dropout::new(cfg.dropout, "dropout", &noise)?;
         let fc = Linear::new(cfg.head_channels(), cfg.num_classes, vb.pp("fc"))?;
-        Ok(Self { stem, stages, vt, dropout, fc, noise, cfg: cfg.clone() })
+        Ok(Self {
+            stem,
+            stages,
+            vt,
+            dropout,
+            fc,
+            noise,
+            cfg: cfg.clone(),
+        })
     }
 
     pub fn config(&self) -> &ResNetConfig {
@@ -153,7 +212,11 @@ impl ResNet {
     fn trunk(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (_, c, _, _) = x.dims4()?;
         if c != self.cfg.in_channels {
-            bail!("model expects {} input channels, got input of shape {:?}", self.cfg.in_channels, x.shape());
+            bail!(
+                "model expects {} input channels, got input of shape {:?}",
+                self.cfg.in_channels,
+                x.shape()
+            );
         }
         let mut x = self.stem.forward_t(x, train)?.relu()?;
         if self.cfg.stem == Stem::Imagenet {

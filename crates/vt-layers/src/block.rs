@@ -21,13 +21,21 @@ pub struct VisualTransformer {
 
 impl VisualTransformer {
     pub fn new(cfg: &VtConfig, vb: VarBuilder) -> Result<Self> {
-        if cfg.num_tokens == 0 || cfg.in_channels == 0 || cfg.token_channels == 0 || cfg.heads == 0 {
-            bail!("VT module {}: channels, tokens and heads must be positive, got {cfg:?}", vb.prefix());
+        if cfg.num_tokens == 0 || cfg.in_channels == 0 || cfg.token_channels == 0 || cfg.heads == 0
+        {
+            bail!(
+                "VT module {}: channels, tokens and heads must be positive, got {cfg:?}",
+                vb.prefix()
+            );
         }
         Ok(Self {
             tokenizer: Tokenizer::new(cfg, vb.pp("tokenizer"))?,
             transformer: TokenRelation::new(cfg, vb.pp("transformer"))?,
-            projector: if cfg.projector { Some(Projector::new(cfg, vb.pp("projector"))?) } else { None },
+            projector: if cfg.projector {
+                Some(Projector::new(cfg, vb.pp("projector"))?)
+            } else {
+                None
+            },
             cfg: cfg.clone(),
         })
     }
@@ -36,10 +44,19 @@ impl VisualTransformer {
         &self.cfg
     }
 
-    pub fn forward_t(&self, x: &Tensor, tokens: Option<&Tensor>, train: bool) -> Result<(Tensor, Tensor)> {
+    pub fn forward_t(
+        &self,
+        x: &Tensor,
+        tokens: Option<&Tensor>,
+        train: bool,
+    ) -> Result<(Tensor, Tensor)> {
         let c = x.dim(1)?;
         if x.rank() != 4 || c != self.cfg.in_channels {
-            bail!("VT module expects (N, {}, H, W), got {:?}", self.cfg.in_channels, x.shape());
+            bail!(
+                "VT module expects (N, {}, H, W), got {:?}",
+                self.cfg.in_channels,
+                x.shape()
+            );
         }
         let (mut t, _) = self.tokenizer.forward(x, tokens)?;
         if let Some(rel) = &self.transformer {
@@ -56,7 +73,12 @@ impl VisualTransformer {
     pub fn cost(&self, h: usize, w: usize) -> Cost {
         let l = self.cfg.num_tokens;
         self.tokenizer.cost(h, w, l)
-            + self.transformer.as_ref().map_or(Cost::ZERO, |r| r.cost(l, self.cfg.effective_token_channels()))
-            + self.projector.as_ref().map_or(Cost::ZERO, |p| p.cost(h * w, l))
+            + self.transformer.as_ref().map_or(Cost::ZERO, |r| {
+                r.cost(l, self.cfg.effective_token_channels())
+            })
+            + self
+                .projector
+                .as_ref()
+                .map_or(Cost::ZERO, |p| p.cost(h * w, l))
     }
 }

@@ -108,7 +108,11 @@ impl VtConfig {
     /// The configuration of the VT-ResNet presets (vt_configs.md §6): full recurrence,
     /// transformer groups 4, everything else as the pseudo-code.
     pub fn preset(in_channels: usize, out_channels: usize) -> Self {
-        Self { recurrent_mode: RecurrentMode::Full, transformer_groups: 4, ..Self::pseudo_code(in_channels, out_channels) }
+        Self {
+            recurrent_mode: RecurrentMode::Full,
+            transformer_groups: 4,
+            ..Self::pseudo_code(in_channels, out_channels)
+        }
     }
 
     /// Channels of the tokens this module produces.

@@ -31,4 +31,6 @@ pub use config::{RecurrentMode, Relation, TokenizerKind, ValueSide, VtConfig};
 pub use position::PositionEncoder;
 pub use projector::{Lateral, Projector};
 pub use relation::{GraphConv, TokenRelation, Transformer};
-pub use tokenizer::{ClusteringTokenizer, FilterTokenizer, PoolingTokenizer, RecurrentTokenizer, Tokenizer};
+pub use tokenizer::{
+    ClusteringTokenizer, FilterTokenizer, PoolingTokenizer, RecurrentTokenizer, Tokenizer,
+};

@@ -19,20 +19,54 @@ pub struct PositionEncoder {
 }
 
 impl PositionEncoder {
-    pub fn new(coef_heads: usize, size: usize, num_downsample: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        coef_heads: usize,
+        size: usize,
+        num_downsample: usize,
+        bias: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let mut s = size;
         let mut downsample = Vec::with_capacity(num_downsample + 1);
         let dvb = vb.pp("downsample");
-        let cfg = Conv2dConfig { stride: 2, padding: 1, bias, ..Default::default() };
+        let cfg = Conv2dConfig {
+            stride: 2,
+            padding: 1,
+            bias,
+            ..Default::default()
+        };
         for i in 0..num_downsample {
-            downsample.push(Conv2d::new(coef_heads, coef_heads, 3, cfg, None, dvb.pp(i))?);
+            downsample.push(Conv2d::new(
+                coef_heads,
+                coef_heads,
+                3,
+                cfg,
+                None,
+                dvb.pp(i),
+            )?);
             s = (s + 2 - 3) / 2 + 1;
         }
-        let one = Conv2dConfig { bias, ..Default::default() };
-        downsample.push(Conv2d::new(coef_heads, 1, 1, one, None, dvb.pp(num_downsample))?);
+        let one = Conv2dConfig {
+            bias,
+            ..Default::default()
+        };
+        downsample.push(Conv2d::new(
+            coef_heads,
+            1,
+            1,
+            one,
+            None,
+            dvb.pp(num_downsample),
+        )?);
         let pos_dim = s * s;
         let proj = Conv1x1::new(pos_dim, pos_dim, 1, bias, vb.pp("proj"))?;
-        Ok(Self { size, downsample, proj, pos_dim, side: s })
+        Ok(Self {
+            size,
+            downsample,
+            proj,
+            pos_dim,
+            side: s,
+        })
     }
 
     /// C_P, the number of position channels appended to each token.
@@ -42,7 +76,9 @@ impl PositionEncoder {
 
     pub fn forward(&self, coef: &Tensor, hw: (usize, usize)) -> Result<Tensor> {
         let (n, hc, _, lq) = coef.dims4()?;
-        let m = coef.permute((0, 3, 1, 2))?.reshape((n * lq, hc, hw.0, hw.1))?;
+        let m = coef
+            .permute((0, 3, 1, 2))?
+            .reshape((n * lq, hc, hw.0, hw.1))?;
         let mut m = resize_nearest(&m, (self.size, self.size))?;
         for conv in &self.downsample {
             m = conv.forward(&m)?;

@@ -14,7 +14,10 @@ pub struct Lateral {
 
 impl Lateral {
     pub fn new(cin: usize, cout: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self { conv: Conv1x1::new(cin, cout, 1, false, vb.pp("conv"))?, bn: BatchNorm::new(cout, vb.pp("bn"))? })
+        Ok(Self {
+            conv: Conv1x1::new(cin, cout, 1, false, vb.pp("conv"))?,
+            bn: BatchNorm::new(cout, vb.pp("bn"))?,
+        })
     }
 
     pub fn forward_t(&self, xf: &Tensor, train: bool) -> Result<Tensor> {
@@ -38,10 +41,18 @@ pub struct Projector {
 
 impl Projector {
     pub fn new(cfg: &VtConfig, vb: VarBuilder) -> Result<Self> {
-        let (c, co, ct, h) = (cfg.in_channels, cfg.out_channels, cfg.effective_token_channels(), cfg.heads);
+        let (c, co, ct, h) = (
+            cfg.in_channels,
+            cfg.out_channels,
+            cfg.effective_token_channels(),
+            cfg.heads,
+        );
         if cfg.paper_eq {
             if c != co {
-                bail!("paper_eq projector {} needs in_channels == out_channels, got {c} and {co}", vb.prefix());
+                bail!(
+                    "paper_eq projector {} needs in_channels == out_channels, got {c} and {co}",
+                    vb.prefix()
+                );
             }
             return Ok(Self {
                 query: Conv1x1::new(c, c, 1, false, vb.pp("query"))?,
@@ -54,13 +65,20 @@ impl Projector {
             });
         }
         if c % h != 0 || co % h != 0 {
-            bail!("projector {}: channels {c} -> {co} must be divisible by heads {h}", vb.prefix());
+            bail!(
+                "projector {}: channels {c} -> {co} must be divisible by heads {h}",
+                vb.prefix()
+            );
         }
         Ok(Self {
             query: Conv1x1::new(c, c, cfg.projector_groups, cfg.bias, vb.pp("query"))?,
             key: Conv1x1::new(ct, c, 1, cfg.bias, vb.pp("key"))?,
             value: Some(Conv1x1::new(ct, co, 1, cfg.bias, vb.pp("value"))?),
-            lateral: if co != c { Some(Lateral::new(c, co, vb.pp("lateral"))?) } else { None },
+            lateral: if co != c {
+                Some(Lateral::new(c, co, vb.pp("lateral"))?)
+            } else {
+                None
+            },
             heads: h,
             cin: c,
             cout: co,
@@ -72,15 +90,28 @@ impl Projector {
         let l = t.dim(2)?;
         let xf = x.flatten_from(2)?;
         let Some(value) = &self.value else {
-            let s = softmax(&self.query.forward(&xf)?.transpose(1, 2)?.matmul(&self.key.forward(t)?)?, 2)?;
+            let s = softmax(
+                &self
+                    .query
+                    .forward(&xf)?
+                    .transpose(1, 2)?
+                    .matmul(&self.key.forward(t)?)?,
+                2,
+            )?;
             return (xf + t.matmul(&s.transpose(1, 2)?)?)?.reshape((n, c, hh, ww));
         };
         let h = self.heads;
-        let q = self.query.forward(&xf)?.reshape((n, h, c / h, hh * ww))?.transpose(2, 3)?; // (N,h,HW,C/h)
+        let q = self
+            .query
+            .forward(&xf)?
+            .reshape((n, h, c / h, hh * ww))?
+            .transpose(2, 3)?; // (N,h,HW,C/h)
         let k = self.key.forward(t)?.reshape((n, h, c / h, l))?;
         let v = value.forward(t)?.reshape((n, h, self.cout / h, l))?;
         let s = softmax(&(q.matmul(&k)? / ((c / h) as f64).sqrt())?, 3)?; // (N,h,HW,L)
-        let out = v.matmul(&s.transpose(2, 3)?)?.reshape((n, self.cout, hh * ww))?;
+        let out = v
+            .matmul(&s.transpose(2, 3)?)?
+            .reshape((n, self.cout, hh * ww))?;
         let res = match &self.lateral {
             Some(lat) => lat.forward_t(&xf, train)?,
             None => xf,
@@ -89,8 +120,13 @@ impl Projector {
     }
 
     pub fn cost(&self, hw: usize, l: usize) -> Cost {
-        let convs = self.query.cost(hw) + self.key.cost(l) + self.value.as_ref().map_or(Cost::ZERO, |v| v.cost(l));
-        let lateral = self.lateral.as_ref().map_or(Cost::ZERO, |lat| lat.conv.cost(hw));
+        let convs = self.query.cost(hw)
+            + self.key.cost(l)
+            + self.value.as_ref().map_or(Cost::ZERO, |v| v.cost(l));
+        let lateral = self
+            .lateral
+            .as_ref()
+            .map_or(Cost::ZERO, |lat| lat.conv.cost(hw));
         convs + lateral + Cost::macs(hw * l * self.cin + hw * l * self.cout)
     }
 }

@@ -40,7 +40,10 @@ impl Transformer {
         }
         let (h, g) = (cfg.heads, cfg.transformer_groups);
         if kq % h != 0 || ct % h != 0 {
-            bail!("transformer {}: channels {ct} and {kq} must be divisible by heads {h}", vb.prefix());
+            bail!(
+                "transformer {}: channels {ct} and {kq} must be divisible by heads {h}",
+                vb.prefix()
+            );
         }
         Ok(Self {
             key: Conv1x1::new(ct, kq, g, cfg.bias, vb.pp("key"))?,
@@ -57,7 +60,11 @@ impl Transformer {
     pub fn forward(&self, t: &Tensor) -> Result<Tensor> {
         let (n, ct, l) = t.dims3()?;
         let Some(value) = &self.value else {
-            let a = self.key.forward(t)?.transpose(1, 2)?.matmul(&self.query.forward(t)?)?; // (N, L, L)
+            let a = self
+                .key
+                .forward(t)?
+                .transpose(1, 2)?
+                .matmul(&self.query.forward(t)?)?; // (N, L, L)
             let s = softmax(&a, 2)?;
             let t = (t + s.matmul(&t.transpose(1, 2)?)?.transpose(1, 2)?)?;
             let ff2 = self.ff2.as_ref().expect("paper_eq transformer has ff2");
@@ -91,11 +98,16 @@ pub struct GraphConv {
 
 impl GraphConv {
     pub fn new(cfg: &VtConfig, vb: VarBuilder) -> Result<Self> {
-        Ok(Self { adj: Conv1x1::new(cfg.num_tokens, cfg.num_tokens, 1, cfg.bias, vb.pp("adj"))? })
+        Ok(Self {
+            adj: Conv1x1::new(cfg.num_tokens, cfg.num_tokens, 1, cfg.bias, vb.pp("adj"))?,
+        })
     }
 
     pub fn forward(&self, t: &Tensor) -> Result<Tensor> {
-        let mixed = self.adj.forward(&t.transpose(1, 2)?.contiguous()?)?.relu()?;
+        let mixed = self
+            .adj
+            .forward(&t.transpose(1, 2)?.contiguous()?)?
+            .relu()?;
         t + mixed.transpose(1, 2)?
     }
 

@@ -26,13 +26,24 @@ impl TokenTail {
         let cv = cfg.value_channels.unwrap_or(ct);
         let value = Conv1x1::new(c, cv, cfg.tokenizer_groups, cfg.bias, vb.pp("value"))?;
         let pos = if cfg.pos_encoding {
-            Some(PositionEncoder::new(coef_heads, cfg.pos_size, cfg.pos_downsample, cfg.bias, vb.pp("pos"))?)
+            Some(PositionEncoder::new(
+                coef_heads,
+                cfg.pos_size,
+                cfg.pos_downsample,
+                cfg.bias,
+                vb.pp("pos"),
+            )?)
         } else {
             None
         };
         let cp = pos.as_ref().map_or(0, |p| p.pos_dim());
         let token = Conv1x1::new(cv + cp, ct, 1, cfg.bias, vb.pp("token"))?;
-        Ok(Self { value, pos, token, value_side: cfg.value_side })
+        Ok(Self {
+            value,
+            pos,
+            token,
+            value_side: cfg.value_side,
+        })
     }
 
     /// `xf (N, C, HW)`, `coef (N, h_c, HW, L')` → pooled values `(N, C_v, L')`.
@@ -44,11 +55,16 @@ impl TokenTail {
             ValueSide::Pixel => {
                 let v = self.value.forward(xf)?;
                 let cv = v.dim(1)?;
-                v.reshape((n, hc, cv / hc, hw))?.matmul(coef)?.reshape((n, cv, lq))
+                v.reshape((n, hc, cv / hc, hw))?
+                    .matmul(coef)?
+                    .reshape((n, cv, lq))
             }
             // head k pools its own input-channel block (groups % heads == 0 keeps heads apart)
             ValueSide::Token => {
-                let pooled = xf.reshape((n, hc, c / hc, hw))?.matmul(coef)?.reshape((n, c, lq))?;
+                let pooled = xf
+                    .reshape((n, hc, c / hc, hw))?
+                    .matmul(coef)?
+                    .reshape((n, c, lq))?;
                 self.value.forward(&pooled)
             }
         }
@@ -85,10 +101,18 @@ impl FilterTokenizer {
     pub fn new(cfg: &VtConfig, vb: VarBuilder) -> Result<Self> {
         let (c, l) = (cfg.in_channels, cfg.num_tokens);
         if cfg.paper_eq {
-            return Ok(Self { coef: Conv1x1::new(c, l, 1, false, vb.pp("coef"))?, tail: None, channels: c });
+            return Ok(Self {
+                coef: Conv1x1::new(c, l, 1, false, vb.pp("coef"))?,
+                tail: None,
+                channels: c,
+            });
         }
         let coef = Conv1x1::new(c, l, 1, cfg.bias, vb.pp("coef"))?;
-        Ok(Self { coef, tail: Some(TokenTail::new(cfg, 1, &vb)?), channels: c })
+        Ok(Self {
+            coef,
+            tail: Some(TokenTail::new(cfg, 1, &vb)?),
+            channels: c,
+        })
     }
 
     /// Token coefficients `(N, 1, HW, L)` of a flattened map `(N, C, HW)`.
@@ -137,10 +161,20 @@ impl RecurrentTokenizer {
         let (c, ct, h) = (cfg.in_channels, cfg.token_channels, cfg.heads);
         if cfg.paper_eq {
             let query = Conv1x1::new(c, c, 1, false, vb.pp("query"))?;
-            return Ok(Self { query, key: None, tail: None, mode: RecurrentMode::Full, heads: 1, channels: c });
+            return Ok(Self {
+                query,
+                key: None,
+                tail: None,
+                mode: RecurrentMode::Full,
+                heads: 1,
+                channels: c,
+            });
         }
         if c % h != 0 {
-            bail!("recurrent tokenizer {}: in_channels {c} not divisible by heads {h}", vb.prefix());
+            bail!(
+                "recurrent tokenizer {}: in_channels {c} not divisible by heads {h}",
+                vb.prefix()
+            );
         }
         if cfg.value_side == ValueSide::Token && cfg.tokenizer_groups % h != 0 {
             bail!(
@@ -150,12 +184,23 @@ impl RecurrentTokenizer {
             );
         }
         if cfg.recurrent_mode == RecurrentMode::Half && cfg.num_tokens % 2 != 0 {
-            bail!("recurrent tokenizer {}: half mode needs an even number of tokens, got {}", vb.prefix(), cfg.num_tokens);
+            bail!(
+                "recurrent tokenizer {}: half mode needs an even number of tokens, got {}",
+                vb.prefix(),
+                cfg.num_tokens
+            );
         }
         let query = Conv1x1::new(ct, c, 1, cfg.bias, vb.pp("query"))?;
         let key = Conv1x1::new(c, c, cfg.tokenizer_groups, cfg.bias, vb.pp("key"))?;
         let tail = TokenTail::new(cfg, h, &vb)?;
-        Ok(Self { query, key: Some(key), tail: Some(tail), mode: cfg.recurrent_mode, heads: h, channels: c })
+        Ok(Self {
+            query,
+            key: Some(key),
+            tail: Some(tail),
+            mode: cfg.recurrent_mode,
+            heads: h,
+            channels: c,
+        })
     }
 
     pub fn forward(&self, x: &Tensor, tokens: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -170,10 +215,16 @@ impl RecurrentTokenizer {
         let l = tokens.dim(2)?;
         let (t_a, t_b) = match self.mode {
             RecurrentMode::Full => (tokens.clone(), None),
-            RecurrentMode::Half => (tokens.narrow(2, 0, l / 2)?, Some(tokens.narrow(2, l / 2, l - l / 2)?)),
+            RecurrentMode::Half => (
+                tokens.narrow(2, 0, l / 2)?,
+                Some(tokens.narrow(2, l / 2, l - l / 2)?),
+            ),
         };
         let hd = self.heads;
-        let q = self.query.forward(&t_a.contiguous()?)?.reshape((n, hd, c / hd, ()))?;
+        let q = self
+            .query
+            .forward(&t_a.contiguous()?)?
+            .reshape((n, hd, c / hd, ()))?;
         let k = key.forward(&xf)?.reshape((n, hd, c / hd, h * w))?;
         let logits = (k.transpose(2, 3)?.matmul(&q)? / ((c / hd) as f64).sqrt())?;
         let coef = softmax(&logits, 2)?;
@@ -189,7 +240,11 @@ impl RecurrentTokenizer {
         let c = self.channels;
         match (&self.key, &self.tail) {
             (Some(key), Some(tail)) => {
-                let lq = if self.mode == RecurrentMode::Half { l / 2 } else { l };
+                let lq = if self.mode == RecurrentMode::Half {
+                    l / 2
+                } else {
+                    l
+                };
                 self.query.cost(lq) + key.cost(hw) + Cost::macs(hw * lq * c) + tail.cost(c, hw, lq)
             }
             _ => self.query.cost(l) + Cost::macs(2 * hw * c * l),
@@ -206,14 +261,24 @@ pub struct PoolingTokenizer {
 
 impl PoolingTokenizer {
     pub fn new(cfg: &VtConfig, vb: VarBuilder) -> Result<Self> {
-        let token = Conv1x1::new(cfg.in_channels, cfg.token_channels, 1, cfg.bias, vb.pp("token"))?;
-        Ok(Self { token, num_tokens: cfg.num_tokens })
+        let token = Conv1x1::new(
+            cfg.in_channels,
+            cfg.token_channels,
+            1,
+            cfg.bias,
+            vb.pp("token"),
+        )?;
+        Ok(Self {
+            token,
+            num_tokens: cfg.num_tokens,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let b = bilinear_matrix(h, w, self.num_tokens, x)?;
-        self.token.forward(&x.flatten_from(2)?.broadcast_matmul(&b)?)
+        self.token
+            .forward(&x.flatten_from(2)?.broadcast_matmul(&b)?)
     }
 
     pub fn cost(&self) -> Cost {
@@ -233,7 +298,11 @@ pub struct ClusteringTokenizer {
 
 fn normalize_columns(m: &mut [f64], rows: usize, cols: usize) {
     for j in 0..cols {
-        let norm = (0..rows).map(|i| m[i * cols + j] * m[i * cols + j]).sum::<f64>().sqrt().max(1e-12);
+        let norm = (0..rows)
+            .map(|i| m[i * cols + j] * m[i * cols + j])
+            .sum::<f64>()
+            .sqrt()
+            .max(1e-12);
         for i in 0..rows {
             m[i * cols + j] /= norm;
         }
@@ -258,8 +327,14 @@ impl ClusteringTokenizer {
         let l = self.num_tokens;
         let xd = xf.detach().to_dtype(DType::F64)?;
         let init = xd.broadcast_matmul(&bilinear_matrix(h, w, l, &xd)?)?;
-        let xs = xd.to_device(&candle_core::Device::Cpu)?.flatten_all()?.to_vec1::<f64>()?;
-        let us = init.to_device(&candle_core::Device::Cpu)?.flatten_all()?.to_vec1::<f64>()?;
+        let xs = xd
+            .to_device(&candle_core::Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f64>()?;
+        let us = init
+            .to_device(&candle_core::Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f64>()?;
         let mut out = Vec::with_capacity(n * c * l);
         for s in 0..n {
             let mut x = xs[s * c * hw..(s + 1) * c * hw].to_vec();

@@ -23,14 +23,20 @@ impl Cost {
 
     /// MACs of a matmul-like product with no parameters.
     pub fn macs(macs: usize) -> Self {
-        Self { macs: macs as u64, params: 0 }
+        Self {
+            macs: macs as u64,
+            params: 0,
+        }
     }
 }
 
 impl Add for Cost {
     type Output = Cost;
     fn add(self, o: Cost) -> Cost {
-        Cost { macs: self.macs + o.macs, params: self.params + o.params }
+        Cost {
+            macs: self.macs + o.macs,
+            params: self.params + o.params,
+        }
     }
 }
 

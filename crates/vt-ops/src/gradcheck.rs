@@ -22,13 +22,21 @@ where
         .collect::<Result<_>>()?;
     let inputs: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
     let grads = f(&inputs)?.backward()?;
-    let (eps, tol) = if dtype == DType::F64 { (1e-6, 1e-6) } else { (1e-2, 2e-2) };
+    let (eps, tol) = if dtype == DType::F64 {
+        (1e-6, 1e-6)
+    } else {
+        (1e-2, 2e-2)
+    };
     for (i, var) in vars.iter().enumerate() {
         let analytic = match grads.get(var.as_tensor()) {
             Some(g) => g.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?,
             None => bail!("input {i} received no gradient"),
         };
-        let base = var.as_tensor().flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let base = var
+            .as_tensor()
+            .flatten_all()?
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?;
         let scale = analytic.iter().fold(1.0f64, |m, g| m.max(g.abs()));
         for j in 0..base.len() {
             let eval = |delta: f64| -> Result<f64> {
@@ -41,7 +49,10 @@ where
             };
             let numeric = (eval(eps)? - eval(-eps)?) / (2.0 * eps);
             if (numeric - analytic[j]).abs() > tol * scale {
-                bail!("input {i} element {j}: backward gives {}, finite differences {numeric}", analytic[j]);
+                bail!(
+                    "input {i} element {j}: backward gives {}, finite differences {numeric}",
+                    analytic[j]
+                );
             }
         }
     }

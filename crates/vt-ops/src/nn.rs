@@ -26,7 +26,13 @@ pub struct Conv2dConfig {
 
 impl Default for Conv2dConfig {
     fn default() -> Self {
-        Self { stride: 1, padding: 0, dilation: 1, groups: 1, bias: true }
+        Self {
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+            groups: 1,
+            bias: true,
+        }
     }
 }
 
@@ -41,13 +47,32 @@ pub struct Conv2d {
 impl Conv2d {
     /// A convolution with PyTorch's default init, or `init` for the weight when given
     /// (ResNet uses Kaiming-normal, fan-out).
-    pub fn new(cin: usize, cout: usize, k: usize, cfg: Conv2dConfig, init: Option<Init>, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        k: usize,
+        cfg: Conv2dConfig,
+        init: Option<Init>,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         if cfg.groups == 0 || cin % cfg.groups != 0 || cout % cfg.groups != 0 {
-            bail!("conv2d {}: channels {cin}->{cout} not divisible by groups {}", vb.prefix(), cfg.groups);
+            bail!(
+                "conv2d {}: channels {cin}->{cout} not divisible by groups {}",
+                vb.prefix(),
+                cfg.groups
+            );
         }
         let fan_in = cin / cfg.groups * k * k;
-        let weight = vb.get_with_hints((cout, cin / cfg.groups, k, k), "weight", init.unwrap_or(default_uniform(fan_in)))?;
-        let bias = if cfg.bias { Some(vb.get_with_hints(cout, "bias", default_uniform(fan_in))?) } else { None };
+        let weight = vb.get_with_hints(
+            (cout, cin / cfg.groups, k, k),
+            "weight",
+            init.unwrap_or(default_uniform(fan_in)),
+        )?;
+        let bias = if cfg.bias {
+            Some(vb.get_with_hints(cout, "bias", default_uniform(fan_in))?)
+        } else {
+            None
+        };
         Ok(Self { weight, bias, cfg })
     }
 
@@ -97,12 +122,25 @@ pub struct Conv1x1 {
 impl Conv1x1 {
     pub fn new(cin: usize, cout: usize, groups: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
         if groups == 0 || cin % groups != 0 || cout % groups != 0 {
-            bail!("conv1x1 {}: channels {cin}->{cout} not divisible by groups {groups}", vb.prefix());
+            bail!(
+                "conv1x1 {}: channels {cin}->{cout} not divisible by groups {groups}",
+                vb.prefix()
+            );
         }
         let init = default_uniform(cin / groups);
         let weight = vb.get_with_hints((cout, cin / groups, 1), "weight", init)?;
-        let bias = if bias { Some(vb.get_with_hints(cout, "bias", init)?) } else { None };
-        Ok(Self { weight, bias, groups, cin, cout })
+        let bias = if bias {
+            Some(vb.get_with_hints(cout, "bias", init)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            weight,
+            bias,
+            groups,
+            cin,
+            cout,
+        })
     }
 
     pub fn out_channels(&self) -> usize {
@@ -112,7 +150,10 @@ impl Conv1x1 {
     /// Cost over `positions` positions (pixels or tokens).
     pub fn cost(&self, positions: usize) -> Cost {
         let w = (self.cout * self.cin / self.groups) as u64;
-        Cost::new(w * positions as u64, w + self.bias.as_ref().map_or(0, |_| self.cout as u64))
+        Cost::new(
+            w * positions as u64,
+            w + self.bias.as_ref().map_or(0, |_| self.cout as u64),
+        )
     }
 }
 
@@ -120,14 +161,19 @@ impl Module for Conv1x1 {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (n, c, p) = x.dims3()?;
         if c != self.cin {
-            bail!("conv1x1 expects {} input channels, got shape {:?}", self.cin, x.shape());
+            bail!(
+                "conv1x1 expects {} input channels, got shape {:?}",
+                self.cin,
+                x.shape()
+            );
         }
         let g = self.groups;
         let y = if g == 1 {
             self.weight.squeeze(2)?.broadcast_matmul(x)?
         } else {
             let w = self.weight.reshape((g, self.cout / g, self.cin / g))?;
-            w.broadcast_matmul(&x.reshape((n, g, self.cin / g, p))?)?.reshape((n, self.cout, p))?
+            w.broadcast_matmul(&x.reshape((n, g, self.cin / g, p))?)?
+                .reshape((n, self.cout, p))?
         };
         match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, (), 1))?),
@@ -146,7 +192,10 @@ pub struct Linear {
 impl Linear {
     pub fn new(cin: usize, cout: usize, vb: VarBuilder) -> Result<Self> {
         let init = default_uniform(cin);
-        Ok(Self { weight: vb.get_with_hints((cout, cin), "weight", init)?, bias: vb.get_with_hints(cout, "bias", init)? })
+        Ok(Self {
+            weight: vb.get_with_hints((cout, cin), "weight", init)?,
+            bias: vb.get_with_hints(cout, "bias", init)?,
+        })
     }
 
     pub fn cost(&self) -> Cost {
@@ -157,7 +206,8 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.broadcast_matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+        x.broadcast_matmul(&self.weight.t()?)?
+            .broadcast_add(&self.bias)
     }
 }
 
@@ -180,8 +230,16 @@ impl BatchNorm {
         Ok(Self {
             weight: vb.get_with_hints(c, "weight", Init::Const(1.0))?,
             bias: vb.get_with_hints(c, "bias", Init::Const(0.0))?,
-            running_mean: Var::from_tensor(&vb.get_with_hints(c, "running_mean", Init::Const(0.0))?)?,
-            running_var: Var::from_tensor(&vb.get_with_hints(c, "running_var", Init::Const(1.0))?)?,
+            running_mean: Var::from_tensor(&vb.get_with_hints(
+                c,
+                "running_mean",
+                Init::Const(0.0),
+            )?)?,
+            running_var: Var::from_tensor(&vb.get_with_hints(
+                c,
+                "running_var",
+                Init::Const(1.0),
+            )?)?,
             eps: 1e-5,
             momentum: 0.1,
         })
@@ -202,7 +260,8 @@ impl BatchNorm {
 
     /// `(scale, shift)` of the eval-mode affine map `y = x·scale + shift`.
     pub fn eval_affine(&self) -> Result<(Tensor, Tensor)> {
-        let scale = (self.weight.detach() / (self.running_var.as_tensor().detach() + self.eps)?.sqrt()?)?;
+        let scale =
+            (self.weight.detach() / (self.running_var.as_tensor().detach() + self.eps)?.sqrt()?)?;
         let shift = (self.bias.detach() - (self.running_mean.as_tensor().detach() * &scale)?)?;
         Ok((scale, shift))
     }
@@ -219,23 +278,29 @@ impl ModuleT for BatchNorm {
         bshape[1] = c;
         let col = |t: &Tensor| t.reshape(bshape.as_slice());
         if !train {
-            let scale = (&self.weight / (self.running_var.as_tensor().detach() + self.eps)?.sqrt()?)?;
+            let scale =
+                (&self.weight / (self.running_var.as_tensor().detach() + self.eps)?.sqrt()?)?;
             let shift = (&self.bias - (self.running_mean.as_tensor().detach() * &scale)?)?;
             return x.broadcast_mul(&col(&scale)?)?.broadcast_add(&col(&shift)?);
         }
         let dims: Vec<usize> = (0..rank).filter(|&d| d != 1).collect();
         let n = x.elem_count() / c;
         if n < 2 {
-            bail!("batch norm in train mode needs more than one value per channel, got shape {:?}", x.shape());
+            bail!(
+                "batch norm in train mode needs more than one value per channel, got shape {:?}",
+                x.shape()
+            );
         }
         let mean = x.mean_keepdim(dims.as_slice())?;
         let xc = x.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(dims.as_slice())?;
         let m = self.momentum;
         let (mean_d, var_d) = (mean.detach().flatten_all()?, var.detach().flatten_all()?);
-        self.running_mean.set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean_d * m)?)?)?;
+        self.running_mean
+            .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean_d * m)?)?)?;
         let unbiased = n as f64 / (n as f64 - 1.0);
-        self.running_var.set(&((self.running_var.as_tensor() * (1.0 - m))? + (var_d * (m * unbiased))?)?)?;
+        self.running_var
+            .set(&((self.running_var.as_tensor() * (1.0 - m))? + (var_d * (m * unbiased))?)?)?;
         let scale = col(&self.weight)?.broadcast_div(&(var + self.eps)?.sqrt()?)?;
         xc.broadcast_mul(&scale)?.broadcast_add(&col(&self.bias)?)
     }
@@ -255,7 +320,11 @@ impl Dropout {
         if !(0.0..1.0).contains(&p) {
             bail!("dropout probability {p} at {name} is outside [0, 1)");
         }
-        Ok(Self { p, id: hash_str(name), noise: noise.clone() })
+        Ok(Self {
+            p,
+            id: hash_str(name),
+            noise: noise.clone(),
+        })
     }
 }
 
@@ -264,7 +333,9 @@ impl ModuleT for Dropout {
         if !train || self.p == 0.0 {
             return Ok(x.clone());
         }
-        x * self.noise.keep_mask(self.id, x.shape(), 1.0 - self.p, x.device())?
+        x * self
+            .noise
+            .keep_mask(self.id, x.shape(), 1.0 - self.p, x.device())?
     }
 }
 
@@ -283,7 +354,11 @@ impl DropPath {
         if !(0.0..1.0).contains(&p) {
             bail!("drop-path probability {p} at {name} is outside [0, 1)");
         }
-        Ok(Self { p, id: hash_str(name), noise: noise.clone() })
+        Ok(Self {
+            p,
+            id: hash_str(name),
+            noise: noise.clone(),
+        })
     }
 }
 
@@ -294,7 +369,11 @@ impl ModuleT for DropPath {
         }
         let mut shape = vec![1usize; x.rank()];
         shape[0] = x.dim(0)?;
-        x.broadcast_mul(&self.noise.keep_mask(self.id, shape, 1.0 - self.p, x.device())?)
+        x.broadcast_mul(
+            &self
+                .noise
+                .keep_mask(self.id, shape, 1.0 - self.p, x.device())?,
+        )
     }
 }
 
@@ -313,7 +392,9 @@ mod tests {
         let y = conv.forward(&x)?;
         let w = store.vars()["weight"].as_tensor().clone();
         let b = store.vars()["bias"].as_tensor().clone();
-        let want = x.conv1d(&w, 0, 1, 1, 4)?.broadcast_add(&b.reshape((1, 12, 1))?)?;
+        let want = x
+            .conv1d(&w, 0, 1, 1, 4)?
+            .broadcast_add(&b.reshape((1, 12, 1))?)?;
         assert!((y - want)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
         assert_eq!(conv.cost(5), Cost::new(12 * 2 * 5, 12 * 2 + 12));
         Ok(())
@@ -327,7 +408,10 @@ mod tests {
         let x = Tensor::arange(0f32, 24., &dev)?.reshape((2, 3, 2, 2))?;
         let y = bn.forward_t(&x, true)?;
         // normalised: zero mean, unit biased variance per channel
-        let m = y.mean_keepdim(vec![0usize, 2, 3])?.flatten_all()?.to_vec1::<f32>()?;
+        let m = y
+            .mean_keepdim(vec![0usize, 2, 3])?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         assert!(m.iter().all(|v| v.abs() < 1e-5));
         // channel 0 holds 0..4 and 12..16: mean 7.5, sum of squared deviations 298, unbiased
         // variance 298 / 7
@@ -343,13 +427,23 @@ mod tests {
     #[test]
     fn batch_norm_gradient() -> Result<()> {
         let dev = Device::Cpu;
-        crate::gradcheck::check_gradient(&[vec![3usize, 2, 2, 2], vec![2], vec![2]], DType::F64, |xs| {
-            let store = VarStore::seeded(0, DType::F64, &dev);
-            let bn = BatchNorm::new(2, store.var_builder())?;
-            let bn = BatchNorm { weight: xs[1].clone(), bias: xs[2].clone(), ..bn };
-            let w = Tensor::arange(0f64, 24., &dev)?.reshape((3, 2, 2, 2))?.sin()?;
-            (bn.forward_t(&xs[0], true)? * w)?.sum_all()
-        })
+        crate::gradcheck::check_gradient(
+            &[vec![3usize, 2, 2, 2], vec![2], vec![2]],
+            DType::F64,
+            |xs| {
+                let store = VarStore::seeded(0, DType::F64, &dev);
+                let bn = BatchNorm::new(2, store.var_builder())?;
+                let bn = BatchNorm {
+                    weight: xs[1].clone(),
+                    bias: xs[2].clone(),
+                    ..bn
+                };
+                let w = Tensor::arange(0f64, 24., &dev)?
+                    .reshape((3, 2, 2, 2))?
+                    .sin()?;
+                (bn.forward_t(&xs[0], true)? * w)?.sum_all()
+            },
+        )
     }
 
     #[test]
@@ -358,10 +452,15 @@ mod tests {
         let noise = NoiseSource::new(0);
         let dp = DropPath::new(0.25, "layer1.0", &noise)?;
         let x = Tensor::ones((4000, 3), DType::F32, &dev)?;
-        assert_eq!(dp.forward_t(&x, false)?.sum_all()?.to_scalar::<f32>()?, 12000.0);
+        assert_eq!(
+            dp.forward_t(&x, false)?.sum_all()?.to_scalar::<f32>()?,
+            12000.0
+        );
         let y = dp.forward_t(&x, true)?;
         let rows = y.max(D::Minus1)?.to_vec1::<f32>()?;
-        assert!(rows.iter().all(|&v| v == 0.0 || (v - 4.0 / 3.0).abs() < 1e-6));
+        assert!(rows
+            .iter()
+            .all(|&v| v == 0.0 || (v - 4.0 / 3.0).abs() < 1e-6));
         let kept = rows.iter().filter(|&&v| v > 0.0).count() as f64 / 4000.0;
         assert!((kept - 0.75).abs() < 0.03, "{kept}");
         // every element of a sample shares the sample's mask

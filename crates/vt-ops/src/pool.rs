@@ -11,7 +11,9 @@ use candle_core::{bail, Result, Tensor};
 /// Output size of a pooling window: `floor((n + 2p − k) / s) + 1` (PyTorch, `ceil_mode=False`).
 pub fn pool_out_size(n: usize, kernel: usize, stride: usize, padding: usize) -> Result<usize> {
     if kernel == 0 || stride == 0 || n + 2 * padding < kernel || 2 * padding > kernel {
-        bail!("invalid pooling window: size {n}, kernel {kernel}, stride {stride}, padding {padding}");
+        bail!(
+            "invalid pooling window: size {n}, kernel {kernel}, stride {stride}, padding {padding}"
+        );
     }
     Ok((n + 2 * padding - kernel) / stride + 1)
 }
@@ -35,7 +37,12 @@ fn taps(x: &Tensor, k: usize, s: usize, p: usize, pad_value: f64) -> Result<Vec<
     let (_, _, h, w) = x.dims4()?;
     let (ho, wo) = (pool_out_size(h, k, s, p)?, pool_out_size(w, k, s, p)?);
     let xp = pad_hw(x, p, pad_value)?;
-    let index = |d: usize, n: usize| Tensor::new((0..n).map(|i| (d + s * i) as u32).collect::<Vec<_>>(), x.device());
+    let index = |d: usize, n: usize| {
+        Tensor::new(
+            (0..n).map(|i| (d + s * i) as u32).collect::<Vec<_>>(),
+            x.device(),
+        )
+    };
     let mut out = Vec::with_capacity(k * k);
     for dy in 0..k {
         let rows = xp.index_select(&index(dy, ho)?, 2)?;
@@ -74,9 +81,18 @@ mod tests {
                 let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
                 for dy in 0..k {
                     for dx in 0..k {
-                        let (y, xx) = ((i * s + dy) as isize - p as isize, (j * s + dx) as isize - p as isize);
+                        let (y, xx) = (
+                            (i * s + dy) as isize - p as isize,
+                            (j * s + dx) as isize - p as isize,
+                        );
                         let inside = y >= 0 && xx >= 0 && (y as usize) < h && (xx as usize) < w;
-                        let v = if inside { x[y as usize * w + xx as usize] } else if max { f32::NEG_INFINITY } else { 0.0 };
+                        let v = if inside {
+                            x[y as usize * w + xx as usize]
+                        } else if max {
+                            f32::NEG_INFINITY
+                        } else {
+                            0.0
+                        };
                         acc = if max { acc.max(v) } else { acc + v };
                     }
                 }
@@ -88,11 +104,20 @@ mod tests {
 
     #[test]
     fn pools_match_a_naive_loop() -> Result<()> {
-        for &(h, w, k, s, p) in &[(7, 6, 3, 2, 1), (8, 8, 2, 2, 0), (5, 9, 3, 1, 1), (112, 112, 3, 2, 1)] {
+        for &(h, w, k, s, p) in &[
+            (7, 6, 3, 2, 1),
+            (8, 8, 2, 2, 0),
+            (5, 9, 3, 1, 1),
+            (112, 112, 3, 2, 1),
+        ] {
             let data: Vec<f32> = (0..h * w).map(|i| ((i * 37 % 101) as f32).sin()).collect();
             let x = Tensor::from_vec(data.clone(), (1, 1, h, w), &Device::Cpu)?;
             for max in [true, false] {
-                let y = if max { max_pool2d(&x, k, s, p)? } else { avg_pool2d(&x, k, s, p)? };
+                let y = if max {
+                    max_pool2d(&x, k, s, p)?
+                } else {
+                    avg_pool2d(&x, k, s, p)?
+                };
                 let got = y.flatten_all()?.to_vec1::<f32>()?;
                 let want = naive(&data, h, w, k, s, p, max);
                 assert_eq!(got.len(), want.len());
@@ -107,11 +132,15 @@ mod tests {
     #[test]
     fn pool_gradients_overlapping_windows() -> Result<()> {
         check_gradient(&[(2, 2, 7, 5)], DType::F64, |x| {
-            let w = Tensor::arange(0f64, 2. * 2. * 12., x[0].device())?.reshape((2, 2, 4, 3))?.sin()?;
+            let w = Tensor::arange(0f64, 2. * 2. * 12., x[0].device())?
+                .reshape((2, 2, 4, 3))?
+                .sin()?;
             (max_pool2d(&x[0], 3, 2, 1)? * w)?.sum_all()
         })?;
         check_gradient(&[(2, 2, 7, 5)], DType::F64, |x| {
-            let w = Tensor::arange(0f64, 2. * 2. * 12., x[0].device())?.reshape((2, 2, 4, 3))?.cos()?;
+            let w = Tensor::arange(0f64, 2. * 2. * 12., x[0].device())?
+                .reshape((2, 2, 4, 3))?
+                .cos()?;
             (avg_pool2d(&x[0], 3, 2, 1)? * w)?.sum_all()
         })
     }

@@ -27,7 +27,9 @@ pub fn linear_weights(n_in: usize, n_out: usize) -> Vec<f64> {
 /// PyTorch's legacy `nearest` source indices, `src = floor(dst·in/out)` in exact integer
 /// arithmetic, for any ratio.
 pub fn nearest_indices(n_in: usize, n_out: usize) -> Vec<u32> {
-    (0..n_out).map(|d| ((d * n_in) / n_out).min(n_in - 1) as u32).collect()
+    (0..n_out)
+        .map(|d| ((d * n_in) / n_out).min(n_in - 1) as u32)
+        .collect()
 }
 
 /// (n_out × n_in) weights of adaptive average pooling:
@@ -53,7 +55,10 @@ fn matrix(rows: usize, cols: usize, data: Vec<f64>, like: &Tensor) -> Result<Ten
 fn separable(x: &Tensor, mh: Vec<f64>, mw: Vec<f64>, out: (usize, usize)) -> Result<Tensor> {
     let rank = x.rank();
     if rank < 2 {
-        bail!("resize needs a tensor of rank >= 2, got shape {:?}", x.shape());
+        bail!(
+            "resize needs a tensor of rank >= 2, got shape {:?}",
+            x.shape()
+        );
     }
     let (h, w) = (x.dim(rank - 2)?, x.dim(rank - 1)?);
     let mw_t = matrix(out.1, w, mw, x)?.t()?;
@@ -96,13 +101,21 @@ pub fn adaptive_avg_pool2d(x: &Tensor, out: (usize, usize)) -> Result<Tensor> {
     if out == (1, 1) {
         return x.mean_keepdim(r - 1)?.mean_keepdim(r - 2);
     }
-    separable(x, adaptive_avg_weights(h, out.0), adaptive_avg_weights(w, out.1), out)
+    separable(
+        x,
+        adaptive_avg_weights(h, out.0),
+        adaptive_avg_weights(w, out.1),
+        out,
+    )
 }
 
 /// The `(h', w')` token grid of `L` pooled tokens: `h'` is the largest divisor of L with
 /// `h' ≤ √L`, `w' = L / h'` (4×4 for 16, 2×4 for 8).
 pub fn pool_grid(num_tokens: usize) -> (usize, usize) {
-    let h = (1..=num_tokens).take_while(|d| d * d <= num_tokens).filter(|d| num_tokens % d == 0).max();
+    let h = (1..=num_tokens)
+        .take_while(|d| d * d <= num_tokens)
+        .filter(|d| num_tokens % d == 0)
+        .max();
     let h = h.unwrap_or(1);
     (h, num_tokens / h)
 }
@@ -136,29 +149,48 @@ mod tests {
         // x[r, c] = 4r + c, 4x4 -> 2x3. Rows: src = 0.5, 2.5 -> mean of rows (0,1) and (2,3),
         // i.e. 2 + c and 10 + c. Columns: src = max((d + 0.5)·4/3 − 0.5, 0) = 1/6, 3/2, 17/6.
         let x = Tensor::arange(0f32, 16., &Device::Cpu)?.reshape((1, 1, 4, 4))?;
-        let y = resize_bilinear(&x, (2, 3))?.flatten_all()?.to_vec1::<f32>()?;
-        let want = [2.0 + 1.0 / 6.0, 3.5, 2.0 + 17.0 / 6.0, 10.0 + 1.0 / 6.0, 11.5, 10.0 + 17.0 / 6.0];
+        let y = resize_bilinear(&x, (2, 3))?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let want = [
+            2.0 + 1.0 / 6.0,
+            3.5,
+            2.0 + 17.0 / 6.0,
+            10.0 + 1.0 / 6.0,
+            11.5,
+            10.0 + 17.0 / 6.0,
+        ];
         for (a, b) in y.iter().zip(want) {
             assert!((a - b).abs() < 1e-5, "{y:?}");
         }
         // upsampling 2 -> 4 along one axis: [0, 1] -> [0, 0.25, 0.75, 1]
         let x = Tensor::new(&[[0f32, 1.]], &Device::Cpu)?;
-        let y = resize_bilinear(&x, (1, 4))?.flatten_all()?.to_vec1::<f32>()?;
+        let y = resize_bilinear(&x, (1, 4))?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         assert_eq!(y, vec![0.0, 0.25, 0.75, 1.0]);
         Ok(())
     }
 
     #[test]
     fn nearest_indices_any_ratio() {
-        assert_eq!(nearest_indices(5, 14), vec![0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4]);
-        assert_eq!(nearest_indices(7, 14), vec![0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6]);
+        assert_eq!(
+            nearest_indices(5, 14),
+            vec![0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4]
+        );
+        assert_eq!(
+            nearest_indices(7, 14),
+            vec![0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6]
+        );
         assert_eq!(nearest_indices(4, 2), vec![0, 2]);
     }
 
     #[test]
     fn adaptive_avg_matches_windows() -> Result<()> {
         let x = Tensor::arange(0f32, 5., &Device::Cpu)?.reshape((1, 5))?;
-        let y = adaptive_avg_pool2d(&x, (1, 3))?.flatten_all()?.to_vec1::<f32>()?;
+        let y = adaptive_avg_pool2d(&x, (1, 3))?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         // windows [0,2) [1,4) [3,5)
         assert_eq!(y, vec![0.5, 2.0, 3.5]);
         Ok(())
@@ -173,7 +205,10 @@ mod tests {
         let b = bilinear_matrix(7, 7, 8, &x)?;
         let via_matrix = x.flatten_from(2)?.broadcast_matmul(&b)?;
         let direct = resize_bilinear(&x, (2, 4))?.flatten_from(2)?;
-        let d = (via_matrix - direct)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        let d = (via_matrix - direct)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
         assert!(d < 1e-4, "{d}");
         Ok(())
     }
@@ -181,15 +216,21 @@ mod tests {
     #[test]
     fn resize_gradients() -> Result<()> {
         check_gradient(&[(1, 2, 3, 5)], DType::F64, |x| {
-            let w = Tensor::arange(0f64, 2. * 7. * 4., x[0].device())?.reshape((1, 2, 7, 4))?.sin()?;
+            let w = Tensor::arange(0f64, 2. * 7. * 4., x[0].device())?
+                .reshape((1, 2, 7, 4))?
+                .sin()?;
             (resize_bilinear(&x[0], (7, 4))? * w)?.sum_all()
         })?;
         check_gradient(&[(1, 2, 5, 5)], DType::F64, |x| {
-            let w = Tensor::arange(0f64, 2. * 14. * 14., x[0].device())?.reshape((1, 2, 14, 14))?.cos()?;
+            let w = Tensor::arange(0f64, 2. * 14. * 14., x[0].device())?
+                .reshape((1, 2, 14, 14))?
+                .cos()?;
             (resize_nearest(&x[0], (14, 14))? * w)?.sum_all()
         })?;
         check_gradient(&[(2, 1, 7, 6)], DType::F64, |x| {
-            let w = Tensor::arange(0f64, 2. * 12., x[0].device())?.reshape((2, 1, 3, 4))?.cos()?;
+            let w = Tensor::arange(0f64, 2. * 12., x[0].device())?
+                .reshape((2, 1, 3, 4))?
+                .cos()?;
             (adaptive_avg_pool2d(&x[0], (3, 4))? * w)?.sum_all()
         })
     }

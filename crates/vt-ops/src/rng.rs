@@ -25,13 +25,20 @@ fn splitmix64(x: &mut u64) -> u64 {
 
 /// FNV-1a hash of a string, used to turn parameter names into stream labels.
 pub fn hash_str(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
         let mut x = seed;
-        let s = [splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x)];
+        let s = [
+            splitmix64(&mut x),
+            splitmix64(&mut x),
+            splitmix64(&mut x),
+            splitmix64(&mut x),
+        ];
         Self { s }
     }
 
@@ -91,11 +98,15 @@ impl Rng {
     }
 
     pub fn uniform_vec(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f32> {
-        (0..n).map(|_| (lo + (hi - lo) * self.uniform()) as f32).collect()
+        (0..n)
+            .map(|_| (lo + (hi - lo) * self.uniform()) as f32)
+            .collect()
     }
 
     pub fn normal_vec(&mut self, n: usize, mean: f64, std: f64) -> Vec<f32> {
-        (0..n).map(|_| (mean + std * self.normal()) as f32).collect()
+        (0..n)
+            .map(|_| (mean + std * self.normal()) as f32)
+            .collect()
     }
 
     /// In-place Fisher-Yates shuffle.
@@ -120,7 +131,10 @@ pub struct NoiseSource {
 
 impl NoiseSource {
     pub fn new(seed: u64) -> Self {
-        Self { seed: Arc::new(AtomicU64::new(seed)), step: Arc::new(AtomicU64::new(0)) }
+        Self {
+            seed: Arc::new(AtomicU64::new(seed)),
+            step: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     pub fn set_seed(&self, seed: u64) {
@@ -144,11 +158,11 @@ impl NoiseSource {
         device: &Device,
     ) -> Result<Tensor> {
         let shape = shape.into();
-        let mut rng =
-            Rng::derive(self.seed.load(Ordering::Relaxed), &[self.step(), layer_id]);
+        let mut rng = Rng::derive(self.seed.load(Ordering::Relaxed), &[self.step(), layer_id]);
         let scale = (1.0 / keep) as f32;
-        let v: Vec<f32> =
-            (0..shape.elem_count()).map(|_| if rng.uniform() < keep { scale } else { 0.0 }).collect();
+        let v: Vec<f32> = (0..shape.elem_count())
+            .map(|_| if rng.uniform() < keep { scale } else { 0.0 })
+            .collect();
         Tensor::from_vec(v, shape, device)
     }
 }
@@ -161,8 +175,14 @@ mod tests {
     fn streams_are_reproducible_and_distinct() {
         let a: Vec<u64> = (0..4).map(|_| Rng::derive(7, &[1, 2]).next_u64()).collect();
         assert!(a.windows(2).all(|w| w[0] == w[1]));
-        assert_ne!(Rng::derive(7, &[1, 2]).next_u64(), Rng::derive(7, &[2, 1]).next_u64());
-        assert_ne!(Rng::derive(7, &[1]).next_u64(), Rng::derive(8, &[1]).next_u64());
+        assert_ne!(
+            Rng::derive(7, &[1, 2]).next_u64(),
+            Rng::derive(7, &[2, 1]).next_u64()
+        );
+        assert_ne!(
+            Rng::derive(7, &[1]).next_u64(),
+            Rng::derive(8, &[1]).next_u64()
+        );
     }
 
     #[test]

@@ -44,7 +44,10 @@ mod tests {
             assert!(s[0][j].is_finite());
         }
         assert!((s[0].iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        let ls = log_softmax(&x, 0)?.exp()?.sum_keepdim(0)?.to_vec2::<f32>()?;
+        let ls = log_softmax(&x, 0)?
+            .exp()?
+            .sum_keepdim(0)?
+            .to_vec2::<f32>()?;
         assert!(ls[0].iter().all(|v| (v - 1.0).abs() < 1e-5));
         Ok(())
     }
@@ -53,11 +56,15 @@ mod tests {
     fn gradients_on_every_axis() -> Result<()> {
         for dim in 0..3 {
             check_gradient(&[(2, 3, 4)], DType::F64, |xs| {
-                let w = Tensor::arange(0f64, 24., xs[0].device())?.reshape((2, 3, 4))?.sin()?;
+                let w = Tensor::arange(0f64, 24., xs[0].device())?
+                    .reshape((2, 3, 4))?
+                    .sin()?;
                 (softmax(&xs[0], dim)? * &w)?.sum_all()
             })?;
             check_gradient(&[(2, 3, 4)], DType::F64, |xs| {
-                let w = Tensor::arange(0f64, 24., xs[0].device())?.reshape((2, 3, 4))?.cos()?;
+                let w = Tensor::arange(0f64, 24., xs[0].device())?
+                    .reshape((2, 3, 4))?
+                    .cos()?;
                 (log_softmax(&xs[0], dim)? * &w)?.sum_all()
             })?;
         }

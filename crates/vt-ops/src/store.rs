@@ -40,13 +40,23 @@ struct Backend {
 }
 
 /// Draw a tensor for an init hint from a seeded generator (f32, then cast).
-pub fn init_tensor(init: Init, shape: &Shape, rng: &mut Rng, dtype: DType, dev: &Device) -> Result<Tensor> {
+pub fn init_tensor(
+    init: Init,
+    shape: &Shape,
+    rng: &mut Rng,
+    dtype: DType,
+    dev: &Device,
+) -> Result<Tensor> {
     let n = shape.elem_count();
     let v = match init {
         Init::Const(c) => vec![c as f32; n],
         Init::Randn { mean, stdev } => rng.normal_vec(n, mean, stdev),
         Init::Uniform { lo, up } => rng.uniform_vec(n, lo, up),
-        Init::Kaiming { dist, fan, non_linearity } => {
+        Init::Kaiming {
+            dist,
+            fan,
+            non_linearity,
+        } => {
             let std = non_linearity.gain() / (fan.for_shape(shape) as f64).sqrt();
             match dist {
                 NormalOrUniform::Normal => rng.normal_vec(n, 0.0, std),
@@ -70,13 +80,22 @@ impl SimpleBackend for Backend {
             return Ok(v.as_tensor().clone());
         }
         let t = match &self.source {
-            None => init_tensor(h, &s, &mut Rng::derive(self.seed, &[hash_str(name)]), dtype, dev)?,
+            None => init_tensor(
+                h,
+                &s,
+                &mut Rng::derive(self.seed, &[hash_str(name)]),
+                dtype,
+                dev,
+            )?,
             Some(src) => match src.tensors.get(name) {
                 Some(t) if t.shape() == &s => t.to_device(dev)?.to_dtype(dtype)?,
                 found => {
                     let mut rep = self.report.lock().unwrap();
                     match found {
-                        Some(t) => rep.mismatched.push((name.to_string(), s.clone(), t.shape().clone())),
+                        Some(t) => {
+                            rep.mismatched
+                                .push((name.to_string(), s.clone(), t.shape().clone()))
+                        }
                         None => rep.missing.push((name.to_string(), s.clone())),
                     }
                     // keep building so that one error can list every bad key
@@ -102,7 +121,10 @@ impl SimpleBackend for Backend {
 
     fn contains_tensor(&self, name: &str) -> bool {
         self.varmap.data().lock().unwrap().contains_key(name)
-            || self.source.as_ref().is_some_and(|s| s.tensors.contains_key(name))
+            || self
+                .source
+                .as_ref()
+                .is_some_and(|s| s.tensors.contains_key(name))
     }
 }
 
@@ -136,17 +158,31 @@ impl VarStore {
     }
 
     /// Variables taken from `tensors` (named as PyTorch names them); `origin` names them in errors.
-    pub fn from_tensors(tensors: HashMap<String, Tensor>, origin: &str, dtype: DType, device: &Device) -> Self {
+    pub fn from_tensors(
+        tensors: HashMap<String, Tensor>,
+        origin: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> Self {
         let mut s = Self::seeded(0, dtype, device);
-        s.source = Some(Arc::new(Source { origin: origin.to_string(), tensors }));
+        s.source = Some(Arc::new(Source {
+            origin: origin.to_string(),
+            tensors,
+        }));
         s
     }
 
     /// Variables read from a safetensors file.
     pub fn from_safetensors(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu)
-            .map_err(|e| candle_core::Error::Msg(format!("cannot read weights {}: {e}", path.display())))?;
-        Ok(Self::from_tensors(tensors, &path.display().to_string(), dtype, device))
+        let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
+            candle_core::Error::Msg(format!("cannot read weights {}: {e}", path.display()))
+        })?;
+        Ok(Self::from_tensors(
+            tensors,
+            &path.display().to_string(),
+            dtype,
+            device,
+        ))
     }
 
     pub fn var_builder(&self) -> VarBuilder<'static> {
@@ -169,31 +205,50 @@ impl VarStore {
 
     /// All variables by name, sorted.
     pub fn vars(&self) -> BTreeMap<String, Var> {
-        self.varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.varmap
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// Writes every variable (PyTorch names) to a safetensors file atomically: a temporary
     /// file in the same directory, then a rename, so a crash never leaves a partial file.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let tensors: HashMap<String, Tensor> =
-            self.vars().into_iter().map(|(k, v)| (k, v.as_tensor().detach())).collect();
+        let tensors: HashMap<String, Tensor> = self
+            .vars()
+            .into_iter()
+            .map(|(k, v)| (k, v.as_tensor().detach()))
+            .collect();
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = std::path::PathBuf::from(tmp);
         candle_core::safetensors::save(&tensors, &tmp)
             .map_err(|e| candle_core::Error::Msg(format!("cannot write {}: {e}", tmp.display())))?;
-        std::fs::rename(&tmp, path)
-            .map_err(|e| candle_core::Error::Msg(format!("cannot move {} to {}: {e}", tmp.display(), path.display())))
+        std::fs::rename(&tmp, path).map_err(|e| {
+            candle_core::Error::Msg(format!(
+                "cannot move {} to {}: {e}",
+                tmp.display(),
+                path.display()
+            ))
+        })
     }
 
     /// Call after building the model: one error listing every missing, mis-shaped and
     /// unexpected key of the weights source (nothing to check for a seeded store).
     pub fn finish(&self) -> Result<()> {
-        let Some(src) = &self.source else { return Ok(()) };
+        let Some(src) = &self.source else {
+            return Ok(());
+        };
         let rep = self.report.lock().unwrap();
         let data = self.varmap.data().lock().unwrap();
-        let mut unexpected: Vec<_> =
-            src.tensors.iter().filter(|(k, _)| !data.contains_key(*k) && !ignored_key(k)).collect();
+        let mut unexpected: Vec<_> = src
+            .tensors
+            .iter()
+            .filter(|(k, _)| !data.contains_key(*k) && !ignored_key(k))
+            .collect();
         unexpected.sort_by(|a, b| a.0.cmp(b.0));
         if rep.missing.is_empty() && rep.mismatched.is_empty() && unexpected.is_empty() {
             return Ok(());
@@ -222,11 +277,15 @@ mod tests {
         let dev = Device::Cpu;
         let a = VarStore::seeded(5, DType::F32, &dev);
         let vb = a.var_builder();
-        let x = vb.get_with_hints((64, 32, 3, 3), "x", Init::Kaiming {
-            dist: NormalOrUniform::Normal,
-            fan: FanInOut::FanOut,
-            non_linearity: NonLinearity::ReLU,
-        })?;
+        let x = vb.get_with_hints(
+            (64, 32, 3, 3),
+            "x",
+            Init::Kaiming {
+                dist: NormalOrUniform::Normal,
+                fan: FanInOut::FanOut,
+                non_linearity: NonLinearity::ReLU,
+            },
+        )?;
         let y = vb.get_with_hints(1000, "y", Init::Uniform { lo: -0.5, up: 0.5 })?;
         let b = VarStore::seeded(5, DType::F32, &dev);
         let vb2 = b.var_builder();
@@ -247,7 +306,10 @@ mod tests {
         t.insert("a".to_string(), Tensor::zeros((2, 3), DType::F32, &dev)?);
         t.insert("b".to_string(), Tensor::zeros(4, DType::F32, &dev)?);
         t.insert("extra".to_string(), Tensor::zeros(1, DType::F32, &dev)?);
-        t.insert("bn.num_batches_tracked".to_string(), Tensor::zeros(1, DType::F32, &dev)?);
+        t.insert(
+            "bn.num_batches_tracked".to_string(),
+            Tensor::zeros(1, DType::F32, &dev)?,
+        );
         let store = VarStore::from_tensors(t, "w.safetensors", DType::F32, &dev);
         let vb = store.var_builder();
         vb.get((2, 3), "a")?;
@@ -256,9 +318,15 @@ mod tests {
         let err = store.finish().unwrap_err().to_string();
         assert!(err.contains("w.safetensors"), "{err}");
         assert!(err.contains("missing    c: expected [7]"), "{err}");
-        assert!(err.contains("mis-shaped b: expected [5], found [4]"), "{err}");
+        assert!(
+            err.contains("mis-shaped b: expected [5], found [4]"),
+            "{err}"
+        );
         assert!(err.contains("unexpected extra"), "{err}");
-        assert!(!err.contains("num_batches_tracked") && !err.contains(" a:"), "{err}");
+        assert!(
+            !err.contains("num_batches_tracked") && !err.contains(" a:"),
+            "{err}"
+        );
         Ok(())
     }
 }
