@@ -1,0 +1,44 @@
+//! # vt-data
+//!
+//! Data for vt's experiments: data sets in the formats users have on disk, torchvision-exact
+//! augmentations, and a deterministic parallel batch loader producing candle tensors.
+//! Depends on `vt-ops` (the seeded [`Rng`]) and candle only; no ambient randomness.
+//!
+//! * [`dataset`]: the [`Dataset`] trait, samples, [`open_classification`] /
+//!   [`open_segmentation`] with format detection;
+//! * formats: [`idx`] (MNIST, Fashion-MNIST, the embedded default subset), [`cifar`],
+//!   [`folder`] (ImageNet layout), [`seg`] (LIP, COCO-stuff, generic), [`mosaic`]
+//!   (Fashion-MNIST mosaics for segmentation);
+//! * [`transforms`]: crops, flips, resize, normalize, AutoAugment, RandAugment, joint
+//!   segmentation transforms;
+//! * [`loader`]: batches of `(N, C, H, W)` f32 images and u32 labels, identical for any
+//!   number of workers;
+//! * [`image`]: pixel buffers and decoding; [`error`]: [`DataError`], which names the file.
+
+pub mod cifar;
+pub mod dataset;
+pub mod error;
+pub mod folder;
+pub mod idx;
+pub mod image;
+pub mod loader;
+pub mod mosaic;
+pub mod seg;
+pub mod transforms;
+
+pub use dataset::{
+    detect_format, open_classification, open_segmentation, ClassSample, ClassificationData,
+    Dataset, Format, SegSample, SegmentationData,
+};
+pub use error::DataError;
+pub use idx::{embedded_fashion_mnist, fashion_mnist};
+pub use image::{FloatImage, Image, LabelMap};
+pub use loader::{Batch, Epoch, Loader, LoaderConfig};
+pub use mosaic::{fashion_mnist_mosaics, MosaicConfig, Mosaics};
+pub use transforms::auto::{AutoAugment, RandAugment};
+pub use transforms::geometric::{
+    CenterCrop, Pad, RandomCrop, RandomHorizontalFlip, RandomResizedCrop, Resize,
+};
+pub use transforms::seg::{Joint, SegPipeline};
+pub use transforms::{Compose, GrayscaleToRgb, Normalize, Pipeline, ToTensor, Transform};
+pub use vt_ops::Rng;

@@ -1,0 +1,190 @@
+//! Fashion-MNIST mosaics: a segmentation set derived from real classification images.
+//!
+//! Sample `i` is a pure function of `(seed, i)`: a square canvas holding 1 to `max_items`
+//! non-overlapping items (their bounding boxes do not intersect), each a source image pasted at
+//! a random position. A pixel of an item whose intensity is above `threshold` is labelled
+//! `class + 1`; every other pixel is 0 (background). So a 10-class source gives 11 classes.
+
+use crate::dataset::{ClassSet, Dataset, SegSample, SegmentationData};
+use crate::error::{DataError, Result};
+use crate::image::{Image, LabelMap};
+use std::path::Path;
+use std::sync::Arc;
+use vt_ops::Rng;
+
+/// Stream label of mosaic sampling (kept apart from the loader's streams).
+const MOSAIC_STREAM: u64 = 0x6d6f_7361_6963;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MosaicConfig {
+    /// Canvas side in pixels.
+    pub canvas: usize,
+    pub min_items: usize,
+    pub max_items: usize,
+    /// Item pixels strictly above this intensity are foreground.
+    pub threshold: u8,
+    /// Number of mosaics in the set.
+    pub len: usize,
+    pub seed: u64,
+}
+
+impl MosaicConfig {
+    /// 64×64 canvases with 1-4 items, foreground above intensity 32.
+    pub fn new(len: usize, seed: u64) -> Self {
+        Self {
+            canvas: 64,
+            min_items: 1,
+            max_items: 4,
+            threshold: 32,
+            len,
+            seed,
+        }
+    }
+}
+
+/// Where one item of a mosaic came from and where it lies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MosaicItem {
+    pub source_index: usize,
+    pub class: usize,
+    pub x: usize,
+    pub y: usize,
+    pub width: usize,
+    pub height: usize,
+}
+
+pub struct Mosaics {
+    source: ClassSet,
+    cfg: MosaicConfig,
+    num_source_classes: usize,
+}
+
+impl Mosaics {
+    pub fn new(source: ClassSet, num_source_classes: usize, cfg: MosaicConfig) -> Result<Self> {
+        if source.is_empty() {
+            return Err(DataError::Config("mosaics need a non-empty source".into()));
+        }
+        if cfg.min_items == 0 || cfg.min_items > cfg.max_items {
+            return Err(DataError::Config(format!(
+                "mosaic items must satisfy 1 <= min_items <= max_items, got {}..={}",
+                cfg.min_items, cfg.max_items
+            )));
+        }
+        let first = source.get(0)?.image;
+        if first.channels != 1 || first.width > cfg.canvas || first.height > cfg.canvas {
+            return Err(DataError::Config(format!(
+                "mosaic items must be grayscale and fit the {0}x{0} canvas, got {1:?} (HxWxC)",
+                cfg.canvas,
+                first.shape()
+            )));
+        }
+        Ok(Self {
+            source,
+            cfg,
+            num_source_classes,
+        })
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.num_source_classes + 1
+    }
+
+    /// Mosaic `index` and the items it holds.
+    pub fn compose(&self, index: usize) -> Result<(SegSample, Vec<MosaicItem>)> {
+        if index >= self.cfg.len {
+            return Err(DataError::Index {
+                index,
+                len: self.cfg.len,
+                source_name: "mosaics".into(),
+            });
+        }
+        let c = self.cfg.canvas;
+        let mut rng = Rng::derive(self.cfg.seed, &[MOSAIC_STREAM, index as u64]);
+        let span = (self.cfg.max_items - self.cfg.min_items + 1) as u64;
+        let want = self.cfg.min_items + rng.below(span) as usize;
+        let mut image = Image::filled(c, c, 1, 0);
+        let mut label = LabelMap::new(c, c, vec![0; c * c])?;
+        let mut items: Vec<MosaicItem> = Vec::with_capacity(want);
+        for _ in 0..want {
+            let source_index = rng.below(self.source.len() as u64) as usize;
+            let sample = self.source.get(source_index)?;
+            let (w, h) = (sample.image.width, sample.image.height);
+            if w > c || h > c || sample.image.channels != 1 {
+                return Err(DataError::Shape {
+                    path: self.source.describe(source_index).into(),
+                    msg: format!(
+                        "item {:?} (HxWxC) does not fit the canvas",
+                        sample.image.shape()
+                    ),
+                });
+            }
+            // rejection-sample a position whose box does not meet any placed box
+            let spot = (0..100).find_map(|_| {
+                let x = rng.below((c - w + 1) as u64) as usize;
+                let y = rng.below((c - h + 1) as u64) as usize;
+                let free = items.iter().all(|o| {
+                    x + w <= o.x || o.x + o.width <= x || y + h <= o.y || o.y + o.height <= y
+                });
+                free.then_some((x, y))
+            });
+            let Some((x, y)) = spot else { break };
+            let class = sample.label;
+            for yy in 0..h {
+                for xx in 0..w {
+                    let v = sample.image.data[yy * w + xx];
+                    let p = (y + yy) * c + x + xx;
+                    image.data[p] = v;
+                    if v > self.cfg.threshold {
+                        label.data[p] = (class + 1) as u8;
+                    }
+                }
+            }
+            items.push(MosaicItem {
+                source_index,
+                class,
+                x,
+                y,
+                width: w,
+                height: h,
+            });
+        }
+        Ok((SegSample { image, label }, items))
+    }
+}
+
+impl Dataset for Mosaics {
+    type Sample = SegSample;
+    fn len(&self) -> usize {
+        self.cfg.len
+    }
+    fn get(&self, index: usize) -> Result<SegSample> {
+        Ok(self.compose(index)?.0)
+    }
+    fn describe(&self, index: usize) -> String {
+        format!("mosaic {index} (seed {})", self.cfg.seed)
+    }
+}
+
+/// Fashion-MNIST mosaics (11 classes, 0 = background) built from [`crate::fashion_mnist`]:
+/// training mosaics from the training split, test mosaics from the test split (seed + 1).
+pub fn fashion_mnist_mosaics(
+    dir: Option<&Path>,
+    train: MosaicConfig,
+    test_len: usize,
+) -> Result<SegmentationData> {
+    let fm = crate::idx::fashion_mnist(dir)?;
+    let test_cfg = MosaicConfig {
+        len: test_len,
+        seed: train.seed.wrapping_add(1),
+        ..train
+    };
+    let tr = Mosaics::new(fm.train.clone(), fm.num_classes, train)?;
+    let te = Mosaics::new(fm.test.clone(), fm.num_classes, test_cfg)?;
+    Ok(SegmentationData {
+        num_classes: tr.num_classes(),
+        ignore_index: crate::seg::IGNORE_INDEX,
+        source: format!("Fashion-MNIST mosaics of {}", fm.source),
+        train: Arc::new(tr),
+        test: Arc::new(te),
+    })
+}
