@@ -7,11 +7,15 @@
 //! * [`pool`]: max / average pooling with padding and overlapping windows;
 //! * [`resize`]: bilinear (PyTorch, `align_corners=False`) and nearest resize, adaptive pooling;
 //! * [`softmax`]: softmax / log-softmax along any axis;
+//! * [`batch_norm`]: fused CPU batch norm (train mode) with its backward;
+//! * [`conv`]: CPU convolution as im2col + GEMM with a fast backward;
 //! * [`nn`]: conv2d, grouped 1x1 conv, linear, batch norm, dropout, drop-path;
 //! * [`store`]: seeded initialisation and checked weight loading (one error lists every bad key);
 //! * [`rng`]: the seeded generator and the mask source of stochastic layers;
 //! * [`cost`]: MAC and parameter accounting.
 
+pub mod batch_norm;
+pub mod conv;
 pub mod cost;
 pub mod gradcheck;
 pub mod nn;

@@ -99,7 +99,7 @@ impl Conv2d {
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let c = &self.cfg;
-        let y = x.conv2d(&self.weight, c.padding, c.stride, c.dilation, c.groups)?;
+        let y = crate::conv::conv2d(x, &self.weight, c.stride, c.padding, c.dilation, c.groups)?;
         match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
             None => Ok(y),
@@ -223,6 +223,8 @@ pub struct BatchNorm {
     running_var: Var,
     eps: f64,
     momentum: f64,
+    /// Use the fused CPU kernel in train mode (the composite form stays as the reference).
+    fused: bool,
 }
 
 impl BatchNorm {
@@ -242,7 +244,14 @@ impl BatchNorm {
             )?)?,
             eps: 1e-5,
             momentum: 0.1,
+            fused: true,
         })
+    }
+
+    /// Switches between the fused CPU kernel and the composite candle ops (for comparisons).
+    pub fn with_fused(mut self, fused: bool) -> Self {
+        self.fused = fused;
+        self
     }
 
     /// BN parameters, which the paper's parameter counts exclude.
@@ -283,26 +292,31 @@ impl ModuleT for BatchNorm {
             let shift = (&self.bias - (self.running_mean.as_tensor().detach() * &scale)?)?;
             return x.broadcast_mul(&col(&scale)?)?.broadcast_add(&col(&shift)?);
         }
-        let dims: Vec<usize> = (0..rank).filter(|&d| d != 1).collect();
         let n = x.elem_count() / c;
         if n < 2 {
-            bail!(
-                "batch norm in train mode needs more than one value per channel, got shape {:?}",
-                x.shape()
-            );
+            bail!("batch norm in train mode needs more than one value per channel, got shape {:?}", x.shape());
         }
-        let mean = x.mean_keepdim(dims.as_slice())?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(dims.as_slice())?;
         let m = self.momentum;
-        let (mean_d, var_d) = (mean.detach().flatten_all()?, var.detach().flatten_all()?);
-        self.running_mean
-            .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean_d * m)?)?)?;
         let unbiased = n as f64 / (n as f64 - 1.0);
-        self.running_var
-            .set(&((self.running_var.as_tensor() * (1.0 - m))? + (var_d * (m * unbiased))?)?)?;
-        let scale = col(&self.weight)?.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        xc.broadcast_mul(&scale)?.broadcast_add(&col(&self.bias)?)
+        let (y, mean, var) = if x.device().is_cpu() && self.fused {
+            let op = crate::batch_norm::BatchNormTrain { eps: self.eps, stats: Default::default() };
+            let stats = op.stats.clone();
+            let y = x.contiguous()?.apply_op3(&self.weight, &self.bias, op)?;
+            let (mean, var): (Vec<f64>, Vec<f64>) = stats.lock().unwrap().iter().copied().unzip();
+            let dev = x.device();
+            (y, Tensor::new(mean, dev)?.to_dtype(x.dtype())?, Tensor::new(var, dev)?.to_dtype(x.dtype())?)
+        } else {
+            let dims: Vec<usize> = (0..rank).filter(|&d| d != 1).collect();
+            let mean = x.mean_keepdim(dims.as_slice())?;
+            let xc = x.broadcast_sub(&mean)?;
+            let var = xc.sqr()?.mean_keepdim(dims.as_slice())?;
+            let scale = col(&self.weight)?.broadcast_div(&(&var + self.eps)?.sqrt()?)?;
+            let y = xc.broadcast_mul(&scale)?.broadcast_add(&col(&self.bias)?)?;
+            (y, mean.detach().flatten_all()?, var.detach().flatten_all()?)
+        };
+        self.running_mean.set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
+        self.running_var.set(&((self.running_var.as_tensor() * (1.0 - m))? + (var * (m * unbiased))?)?)?;
+        Ok(y)
     }
 }
 
@@ -425,25 +439,39 @@ mod tests {
     }
 
     #[test]
-    fn batch_norm_gradient() -> Result<()> {
+    fn batch_norm_gradient_fused_and_composite() -> Result<()> {
         let dev = Device::Cpu;
-        crate::gradcheck::check_gradient(
-            &[vec![3usize, 2, 2, 2], vec![2], vec![2]],
-            DType::F64,
-            |xs| {
+        for fused in [true, false] {
+            crate::gradcheck::check_gradient(&[vec![3usize, 2, 2, 3], vec![2], vec![2]], DType::F64, |xs| {
                 let store = VarStore::seeded(0, DType::F64, &dev);
-                let bn = BatchNorm::new(2, store.var_builder())?;
-                let bn = BatchNorm {
-                    weight: xs[1].clone(),
-                    bias: xs[2].clone(),
-                    ..bn
-                };
-                let w = Tensor::arange(0f64, 24., &dev)?
-                    .reshape((3, 2, 2, 2))?
-                    .sin()?;
+                let bn = BatchNorm::new(2, store.var_builder())?.with_fused(fused);
+                let bn = BatchNorm { weight: xs[1].clone(), bias: xs[2].clone(), ..bn };
+                let w = Tensor::arange(0f64, 36., &dev)?.reshape((3, 2, 2, 3))?.sin()?;
                 (bn.forward_t(&xs[0], true)? * w)?.sum_all()
-            },
-        )
+            })?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn fused_batch_norm_equals_composite() -> Result<()> {
+        let dev = Device::Cpu;
+        for shape in [vec![4usize, 5, 3, 7], vec![2, 6, 9]] {
+            let x = crate::Rng::new(1).normal_vec(shape.iter().product(), 0.5, 2.0);
+            let x = Tensor::from_vec(x, shape.as_slice(), &dev)?;
+            let run = |fused: bool| -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+                let store = VarStore::seeded(0, DType::F32, &dev);
+                let bn = BatchNorm::new(shape[1], store.var_builder())?.with_fused(fused);
+                let y = bn.forward_t(&x, true)?.flatten_all()?.to_vec1::<f32>()?;
+                Ok((y, bn.running_mean().to_vec1()?, bn.running_var().to_vec1()?))
+            };
+            let (a, b) = (run(true)?, run(false)?);
+            for (u, v) in [(&a.0, &b.0), (&a.1, &b.1), (&a.2, &b.2)] {
+                let d = u.iter().zip(v).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+                assert!(d < 1e-5, "{shape:?}: {d}");
+            }
+        }
+        Ok(())
     }
 
     #[test]

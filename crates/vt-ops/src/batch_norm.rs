@@ -1,0 +1,168 @@
+//! Fused CPU batch normalisation in train mode: one op for the forward (statistics and
+//! normalisation in two passes over the data) and one for the backward, instead of the dozen
+//! broadcast ops and strided reductions of the composite form.
+//!
+//! Forward: `y = (x − μ_c)·γ_c/√(σ²_c + eps) + β_c` with the biased batch variance.
+//! Backward: `dβ = Σ dy`, `dγ = Σ dy·x̂`, `dx = γ/√(σ²+eps)·(dy − dβ/M − x̂·dγ/M)`, M = N·S.
+//! Sums run in f64. The batch statistics are kept for the running-stat update.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
+use rayon::prelude::*;
+use std::sync::{Arc, Mutex};
+
+fn slice<'a, T>(v: &'a [T], l: &Layout, what: &str) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => bail!("batch norm kernel: {what} must be contiguous"),
+    }
+}
+
+/// `(N, C, S)` sizes of a contiguous `(N, C, ...)` tensor.
+fn ncs(shape: &Shape) -> Result<(usize, usize, usize)> {
+    let d = shape.dims();
+    if d.len() < 2 {
+        bail!("batch norm needs (N, C, ...), got {shape:?}");
+    }
+    Ok((d[0], d[1], d[2..].iter().product()))
+}
+
+/// Per-channel (mean, biased variance), two passes in f64, parallel over channels.
+fn channel_stats<T: WithDType>(x: &[T], n: usize, c: usize, s: usize) -> Vec<(f64, f64)> {
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let planes = || (0..n).map(move |i| &x[(i * c + ch) * s..(i * c + ch + 1) * s]);
+            let m = (n * s) as f64;
+            let mean = planes().map(|p| p.iter().map(|v| v.to_f64()).sum::<f64>()).sum::<f64>() / m;
+            let var = planes().map(|p| p.iter().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>()).sum::<f64>() / m;
+            (mean, var)
+        })
+        .collect()
+}
+
+/// Train-mode batch norm `(x, γ, β) → y`; the batch statistics land in `stats`.
+#[derive(Clone, Debug)]
+pub struct BatchNormTrain {
+    pub eps: f64,
+    pub stats: Arc<Mutex<Vec<(f64, f64)>>>,
+}
+
+impl BatchNormTrain {
+    fn forward<T: WithDType>(&self, x: &[T], g: &[T], b: &[T], n: usize, c: usize, s: usize) -> Vec<T> {
+        let stats = channel_stats(x, n, c, s);
+        let mut y = vec![T::zero(); x.len()];
+        y.par_chunks_mut(s).enumerate().for_each(|(i, out)| {
+            let ch = i % c;
+            let (mean, var) = stats[ch];
+            let a = g[ch].to_f64() / (var + self.eps).sqrt();
+            let shift = b[ch].to_f64() - mean * a;
+            for (o, v) in out.iter_mut().zip(&x[i * s..(i + 1) * s]) {
+                *o = T::from_f64(v.to_f64() * a + shift);
+            }
+        });
+        *self.stats.lock().unwrap() = stats;
+        y
+    }
+}
+
+impl CustomOp3 for BatchNormTrain {
+    fn name(&self) -> &'static str {
+        "vt-batch-norm-train"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, s) = ncs(l1.shape())?;
+        if l2.shape().elem_count() != c || l3.shape().elem_count() != c {
+            bail!("batch norm over {c} channels got weight {:?} and bias {:?}", l2.shape(), l3.shape());
+        }
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(b)) => {
+                CpuStorage::F32(self.forward(slice(x, l1, "x")?, slice(g, l2, "weight")?, slice(b, l3, "bias")?, n, c, s))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(b)) => {
+                CpuStorage::F64(self.forward(slice(x, l1, "x")?, slice(g, l2, "weight")?, slice(b, l3, "bias")?, n, c, s))
+            }
+            _ => bail!("batch norm kernel: unsupported dtype {:?}", s1.dtype()),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, g: &Tensor, _b: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, c, s) = ncs(x.shape())?;
+        let back = BatchNormBackward { eps: self.eps, stats: self.stats.lock().unwrap().clone() };
+        let packed = x.apply_op3_no_bwd(&dy.contiguous()?, g, &back)?;
+        let total = n * c * s;
+        let dx = packed.narrow(0, 0, total)?.reshape(x.shape())?;
+        let dg = packed.narrow(0, total, c)?.reshape(g.shape())?;
+        let db = packed.narrow(0, total + c, c)?.reshape(g.shape())?;
+        Ok((Some(dx), Some(dg), Some(db)))
+    }
+}
+
+/// `(x, dy, γ) → [dx (flattened), dγ, dβ]` packed in one vector.
+struct BatchNormBackward {
+    eps: f64,
+    stats: Vec<(f64, f64)>,
+}
+
+impl BatchNormBackward {
+    fn run<T: WithDType>(&self, x: &[T], dy: &[T], g: &[T], n: usize, c: usize, s: usize) -> Vec<T> {
+        let m = (n * s) as f64;
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (mean, var) = self.stats[ch];
+                let inv = 1.0 / (var + self.eps).sqrt();
+                let (mut sdy, mut sdyx) = (0.0, 0.0);
+                for i in 0..n {
+                    let o = (i * c + ch) * s;
+                    for (xv, dv) in x[o..o + s].iter().zip(&dy[o..o + s]) {
+                        let d = dv.to_f64();
+                        sdy += d;
+                        sdyx += d * (xv.to_f64() - mean) * inv;
+                    }
+                }
+                (sdy, sdyx)
+            })
+            .collect();
+        let total = n * c * s;
+        let mut out = vec![T::zero(); total + 2 * c];
+        out[..total].par_chunks_mut(s).enumerate().for_each(|(i, dx)| {
+            let ch = i % c;
+            let (mean, var) = self.stats[ch];
+            let inv = 1.0 / (var + self.eps).sqrt();
+            let (sdy, sdyx) = sums[ch];
+            let k = g[ch].to_f64() * inv;
+            for ((o, xv), dv) in dx.iter_mut().zip(&x[i * s..(i + 1) * s]).zip(&dy[i * s..(i + 1) * s]) {
+                let xhat = (xv.to_f64() - mean) * inv;
+                *o = T::from_f64(k * (dv.to_f64() - sdy / m - xhat * sdyx / m));
+            }
+        });
+        for (ch, (sdy, sdyx)) in sums.into_iter().enumerate() {
+            out[total + ch] = T::from_f64(sdyx);
+            out[total + c + ch] = T::from_f64(sdy);
+        }
+        out
+    }
+}
+
+impl CustomOp3 for BatchNormBackward {
+    fn name(&self) -> &'static str {
+        "vt-batch-norm-backward"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, s) = ncs(l1.shape())?;
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(dy), CpuStorage::F32(g)) => {
+                CpuStorage::F32(self.run(slice(x, l1, "x")?, slice(dy, l2, "dy")?, slice(g, l3, "weight")?, n, c, s))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(dy), CpuStorage::F64(g)) => {
+                CpuStorage::F64(self.run(slice(x, l1, "x")?, slice(dy, l2, "dy")?, slice(g, l3, "weight")?, n, c, s))
+            }
+            _ => bail!("batch norm backward: unsupported dtype {:?}", s1.dtype()),
+        };
+        Ok((out, Shape::from(n * c * s + 2 * c)))
+    }
+}
