@@ -262,3 +262,28 @@ impl<S> Dataset for Empty<S> {
         })
     }
 }
+
+impl std::fmt::Debug for ClassificationData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClassificationData")
+            .field("train", &self.train.len())
+            .field("test", &self.test.len())
+            .field("num_classes", &self.num_classes)
+            .field("channels", &self.channels)
+            .field("image_size", &self.image_size)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SegmentationData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentationData")
+            .field("train", &self.train.len())
+            .field("test", &self.test.len())
+            .field("num_classes", &self.num_classes)
+            .field("ignore_index", &self.ignore_index)
+            .field("source", &self.source)
+            .finish()
+    }
+}

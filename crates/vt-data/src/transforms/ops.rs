@@ -3,10 +3,9 @@
 //! truncation where torchvision casts back to `uint8`, rounding where it rounds, nearest
 //! sampling with fill 0 for the geometric ones.
 //!
-//! Known deviation: torchvision adds with `alpha` through a fused multiply-add in its vectorised
-//! CPU kernels; we use `mul_add` everywhere, so a handful of pixels whose float value lands on
-//! an integer boundary may differ by 1 from torchvision's scalar tail path. The reference test
-//! (`tests/augment_reference.rs`) measures it.
+//! The reference test (`tests/augment_reference.rs`) finds every op bit-exact on its images.
+//! Where torchvision's kernels add with `alpha` (blends, sharpness) we use a fused
+//! multiply-add, as its vectorised CPU kernels do.
 
 use crate::error::{DataError, Result};
 use crate::image::Image;

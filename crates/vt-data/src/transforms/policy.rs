@@ -74,20 +74,22 @@ pub const RANDAUGMENT_OPS: [AugOp; 14] = [
     Equalize,
 ];
 
-/// `torch.linspace(start, end, steps)` in float32: both halves are computed from their own end.
+/// `torch.linspace(start, end, steps)` in float32 as PyTorch computes it: `step` in float32,
+/// the first half `start + step·i`, the second half `end − step·(steps−1−i)`, each product
+/// and sum rounded once (checked against torch 2.15 for every table in the tests).
 pub fn linspace_f32(start: f64, end: f64, steps: usize) -> Vec<f32> {
     let (s, e) = (start as f32, end as f32);
     if steps == 1 {
         return vec![s];
     }
-    let step = (e - s) / (steps - 1) as f32;
+    let step = ((e - s) / (steps - 1) as f32) as f64;
     let half = steps / 2;
     (0..steps)
         .map(|i| {
             if i < half {
-                s + step * i as f32
+                (s as f64 + step * i as f64) as f32
             } else {
-                e - step * (steps - i - 1) as f32
+                (e as f64 - step * (steps - i - 1) as f64) as f32
             }
         })
         .collect()
