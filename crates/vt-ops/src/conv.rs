@@ -98,8 +98,9 @@ fn contiguous<'a, T>(v: &'a [T], layout: &Layout, what: &str) -> Result<&'a [T]>
     }
 }
 
-/// `(N, C, H, W)` → `(N, C·k·k, Ho·Wo)`: row `c·k² + ky·k + kx` holds the input under kernel
-/// tap (ky, kx) for every output position (zero where it falls in the padding).
+/// `(N, C, H, W)` → `(C·k·k, N·Ho·Wo)`: row `c·k² + ky·k + kx` holds the input under kernel
+/// tap (ky, kx) for every output position of every sample (zero in the padding). Putting the
+/// batch in the columns makes the convolution one large GEMM instead of N small ones.
 #[derive(Clone, Copy, Debug)]
 pub struct Im2Col {
     window: Window,
@@ -114,23 +115,29 @@ impl CustomOp1 for Im2Col {
         let (n, c, h, wd) = layout.shape().dims4()?;
         let w = self.window;
         let (kk, l) = (w.k * w.k, w.out(h) * w.out(wd));
-        fn run<T: Copy + Default + Send + Sync>(w: &Window, src: &[T], c: usize, h: usize, wd: usize, out: &mut [T], kk: usize, l: usize) {
-            out.par_chunks_mut(kk * l).enumerate().for_each(|(i, dst)| {
-                let (s, ch) = (i / c, i % c);
-                let plane = &src[(s * c + ch) * h * wd..(s * c + ch + 1) * h * wd];
-                im2col_plane(w, plane, h, wd, dst);
+        // one channel's k² rows span all samples: row r, sample s starts at r·N·L + s·L
+        fn run<T: Copy + Default + Send + Sync>(w: &Window, src: &[T], n: usize, c: usize, h: usize, wd: usize, out: &mut [T], kk: usize, l: usize) {
+            out.par_chunks_mut(kk * n * l).enumerate().for_each(|(ch, rows)| {
+                let mut tmp = vec![T::default(); kk * l];
+                for s in 0..n {
+                    let plane = &src[(s * c + ch) * h * wd..(s * c + ch + 1) * h * wd];
+                    im2col_plane(w, plane, h, wd, &mut tmp);
+                    for r in 0..kk {
+                        rows[(r * n + s) * l..(r * n + s + 1) * l].copy_from_slice(&tmp[r * l..(r + 1) * l]);
+                    }
+                }
             });
         }
-        let shape = Shape::from((n, c * kk, l));
+        let shape = Shape::from((c * kk, n * l));
         let storage = match storage {
             CpuStorage::F32(v) => {
                 let mut out = vec![0f32; n * c * kk * l];
-                run(&w, contiguous(v, layout, "im2col")?, c, h, wd, &mut out, kk, l);
+                run(&w, contiguous(v, layout, "im2col")?, n, c, h, wd, &mut out, kk, l);
                 CpuStorage::F32(out)
             }
             CpuStorage::F64(v) => {
                 let mut out = vec![0f64; n * c * kk * l];
-                run(&w, contiguous(v, layout, "im2col")?, c, h, wd, &mut out, kk, l);
+                run(&w, contiguous(v, layout, "im2col")?, n, c, h, wd, &mut out, kk, l);
                 CpuStorage::F64(out)
             }
             other => bail!("im2col: unsupported dtype {:?}", other.dtype()),
@@ -139,15 +146,16 @@ impl CustomOp1 for Im2Col {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let (_, _, h, w) = arg.dims4()?;
-        Ok(Some(grad.contiguous()?.apply_op1(Col2Im { window: self.window, h, w })?))
+        let (n, _, h, w) = arg.dims4()?;
+        Ok(Some(grad.contiguous()?.apply_op1(Col2Im { window: self.window, n, h, w })?))
     }
 }
 
-/// The adjoint of [`Im2Col`]: `(N, C·k·k, Ho·Wo)` → `(N, C, H, W)`, summing overlapping taps.
+/// The adjoint of [`Im2Col`]: `(C·k·k, N·Ho·Wo)` → `(N, C, H, W)`, summing overlapping taps.
 #[derive(Clone, Copy, Debug)]
 pub struct Col2Im {
     window: Window,
+    n: usize,
     h: usize,
     w: usize,
 }
@@ -158,31 +166,36 @@ impl CustomOp1 for Col2Im {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (n, ckk, l) = layout.shape().dims3()?;
+        let (ckk, nl) = layout.shape().dims2()?;
         let win = self.window;
-        let (h, wd) = (self.h, self.w);
+        let (n, h, wd) = (self.n, self.h, self.w);
         let kk = win.k * win.k;
-        if ckk % kk != 0 || l != win.out(h) * win.out(wd) {
-            bail!("col2im: shape {:?} does not fit a {h}x{wd} input with {win:?}", layout.shape());
+        let l = win.out(h) * win.out(wd);
+        if ckk % kk != 0 || nl != n * l {
+            bail!("col2im: shape {:?} does not fit {n} samples of {h}x{wd} with {win:?}", layout.shape());
         }
         let c = ckk / kk;
-        fn run<T: Copy + Default + Send + Sync + std::ops::AddAssign>(w: &Window, src: &[T], c: usize, h: usize, wd: usize, out: &mut [T], kk: usize, l: usize) {
+        fn run<T: Copy + Default + Send + Sync + std::ops::AddAssign>(w: &Window, src: &[T], n: usize, c: usize, h: usize, wd: usize, out: &mut [T], kk: usize, l: usize) {
             out.par_chunks_mut(h * wd).enumerate().for_each(|(i, dst)| {
                 let (s, ch) = (i / c, i % c);
-                let cols = &src[(s * c + ch) * kk * l..(s * c + ch + 1) * kk * l];
-                col2im_plane(w, cols, h, wd, dst);
+                let mut cols = vec![T::default(); kk * l];
+                for r in 0..kk {
+                    let row = ch * kk + r;
+                    cols[r * l..(r + 1) * l].copy_from_slice(&src[(row * n + s) * l..(row * n + s + 1) * l]);
+                }
+                col2im_plane(w, &cols, h, wd, dst);
             });
         }
         let shape = Shape::from((n, c, h, wd));
         let storage = match storage {
             CpuStorage::F32(v) => {
                 let mut out = vec![0f32; n * c * h * wd];
-                run(&win, contiguous(v, layout, "col2im")?, c, h, wd, &mut out, kk, l);
+                run(&win, contiguous(v, layout, "col2im")?, n, c, h, wd, &mut out, kk, l);
                 CpuStorage::F32(out)
             }
             CpuStorage::F64(v) => {
                 let mut out = vec![0f64; n * c * h * wd];
-                run(&win, contiguous(v, layout, "col2im")?, c, h, wd, &mut out, kk, l);
+                run(&win, contiguous(v, layout, "col2im")?, n, c, h, wd, &mut out, kk, l);
                 CpuStorage::F64(out)
             }
             other => bail!("col2im: unsupported dtype {:?}", other.dtype()),
@@ -211,20 +224,22 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize, dilation: u
         bail!("conv2d: input {:?} is smaller than the {kh}x{kw} kernel", x.shape());
     }
     let (ho, wo) = (win.out(h), win.out(wd));
+    let l = ho * wo;
+    // columns (C·k², N·L); a 1x1 stride-1 conv only needs the batch moved next to the pixels
     let cols = if kh == 1 && stride == 1 && padding == 0 {
-        x.reshape((n, c, h * wd))?
+        x.reshape((n, c, h * wd))?.transpose(0, 1)?.contiguous()?.reshape((c, n * l))?
     } else {
         x.contiguous()?.apply_op1(Im2Col { window: win })?
     };
     let g = groups;
     let ckk = cg * kh * kw;
     let y = if g == 1 {
-        w.reshape((o, ckk))?.broadcast_matmul(&cols)?
+        w.reshape((o, ckk))?.matmul(&cols)?
     } else {
-        let cols = cols.reshape((n, g, ckk, ho * wo))?;
-        w.reshape((g, o / g, ckk))?.broadcast_matmul(&cols)?
+        w.reshape((g, o / g, ckk))?.matmul(&cols.reshape((g, ckk, n * l))?)?.reshape((o, n * l))?
     };
-    y.reshape((n, o, ho, wo))
+    // (O, N·L) → (N, O, Ho, Wo)
+    y.reshape((o, n, l))?.transpose(0, 1)?.contiguous()?.reshape((n, o, ho, wo))
 }
 
 #[cfg(test)]

@@ -167,13 +167,19 @@ impl Module for Conv1x1 {
                 x.shape()
             );
         }
+        // One GEMM per group over all samples and positions: (N·P, I/g) · (I/g, O/g). Small
+        // per-sample matmuls (N of them, e.g. 64 × 16 tokens) would spend their time in
+        // thread synchronisation, forward and backward.
         let g = self.groups;
+        let (ig, og) = (self.cin / g, self.cout / g);
         let y = if g == 1 {
-            self.weight.squeeze(2)?.broadcast_matmul(x)?
+            let xt = x.transpose(1, 2)?.contiguous()?.reshape((n * p, c))?;
+            xt.matmul(&self.weight.squeeze(2)?.t()?)?.reshape((n, p, self.cout))?.transpose(1, 2)?
         } else {
-            let w = self.weight.reshape((g, self.cout / g, self.cin / g))?;
-            w.broadcast_matmul(&x.reshape((n, g, self.cin / g, p))?)?
-                .reshape((n, self.cout, p))?
+            let xg = x.reshape((n, g, ig, p))?.permute((1, 0, 3, 2))?.contiguous()?.reshape((g, n * p, ig))?;
+            let w = self.weight.reshape((g, og, ig))?.transpose(1, 2)?;
+            let y = xg.matmul(&w)?.reshape((g, n, p, og))?;
+            y.permute((1, 0, 3, 2))?.contiguous()?.reshape((n, self.cout, p))?
         };
         match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, (), 1))?),
