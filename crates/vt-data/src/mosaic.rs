@@ -1,8 +1,10 @@
 //! Fashion-MNIST mosaics: a segmentation set derived from real classification images.
 //!
 //! Sample `i` is a pure function of `(seed, i)`: a square canvas holding 1 to `max_items`
-//! non-overlapping items (their bounding boxes do not intersect), each a source image pasted at
-//! a random position. A pixel of an item whose intensity is above `threshold` is labelled
+//! non-overlapping items, each a source image pasted at a random position. The canvas is cut
+//! into a grid of cells as large as fits an item (2×2 cells of 32 px for 28 px items on 64 px);
+//! items go to distinct random cells, at a random offset inside their cell, so boxes never
+//! intersect and every count up to the number of cells is reachable. A pixel of an item whose intensity is above `threshold` is labelled
 //! `class + 1`; every other pixel is 0 (background). So a 10-class source gives 11 classes.
 
 use crate::dataset::{ClassSet, Dataset, SegSample, SegmentationData};
@@ -57,6 +59,9 @@ pub struct Mosaics {
     source: ClassSet,
     cfg: MosaicConfig,
     num_source_classes: usize,
+    /// Cells per side and the side of a cell.
+    grid: usize,
+    cell: usize,
 }
 
 impl Mosaics {
@@ -78,10 +83,23 @@ impl Mosaics {
                 first.shape()
             )));
         }
+        let item = first.width.max(first.height);
+        let grid = cfg.canvas / item;
+        if cfg.max_items > grid * grid {
+            return Err(DataError::Config(format!(
+                "a {0}x{0} canvas holds at most {1} non-overlapping {2}x{2} items, max_items is {3}",
+                cfg.canvas,
+                grid * grid,
+                item,
+                cfg.max_items
+            )));
+        }
         Ok(Self {
             source,
             cfg,
             num_source_classes,
+            grid,
+            cell: cfg.canvas / grid,
         })
     }
 
@@ -104,30 +122,25 @@ impl Mosaics {
         let want = self.cfg.min_items + rng.below(span) as usize;
         let mut image = Image::filled(c, c, 1, 0);
         let mut label = LabelMap::new(c, c, vec![0; c * c])?;
+        let mut cells: Vec<usize> = (0..self.grid * self.grid).collect();
+        rng.shuffle(&mut cells);
         let mut items: Vec<MosaicItem> = Vec::with_capacity(want);
-        for _ in 0..want {
+        for &cell in &cells[..want] {
             let source_index = rng.below(self.source.len() as u64) as usize;
             let sample = self.source.get(source_index)?;
             let (w, h) = (sample.image.width, sample.image.height);
-            if w > c || h > c || sample.image.channels != 1 {
+            if w > self.cell || h > self.cell || sample.image.channels != 1 {
                 return Err(DataError::Shape {
                     path: self.source.describe(source_index).into(),
                     msg: format!(
-                        "item {:?} (HxWxC) does not fit the canvas",
-                        sample.image.shape()
+                        "item {:?} (HxWxC) does not fit a {1}x{1} mosaic cell",
+                        sample.image.shape(),
+                        self.cell
                     ),
                 });
             }
-            // rejection-sample a position whose box does not meet any placed box
-            let spot = (0..100).find_map(|_| {
-                let x = rng.below((c - w + 1) as u64) as usize;
-                let y = rng.below((c - h + 1) as u64) as usize;
-                let free = items.iter().all(|o| {
-                    x + w <= o.x || o.x + o.width <= x || y + h <= o.y || o.y + o.height <= y
-                });
-                free.then_some((x, y))
-            });
-            let Some((x, y)) = spot else { break };
+            let x = (cell % self.grid) * self.cell + rng.below((self.cell - w + 1) as u64) as usize;
+            let y = (cell / self.grid) * self.cell + rng.below((self.cell - h + 1) as u64) as usize;
             let class = sample.label;
             for yy in 0..h {
                 for xx in 0..w {

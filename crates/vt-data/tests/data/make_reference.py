@@ -14,7 +14,11 @@ It writes, next to this script:
   semantics -- stored HWC; the text file lists `image op magnitude offset length` per case;
 * `policy_imagenet.txt`: the 25 ImageNet sub-policies, one op per line: `policy slot op p bin`;
 * `magnitudes.txt`: `space op bin value` of the AutoAugment (10 bins) and RandAugment (31 bins)
-  magnitude tables for a 24x32 (HxW) image, and whether each op is signed.
+  magnitude tables for a 24x32 (HxW) image, and whether each op is signed;
+* `rrc_stats.txt`: statistics of 200,000 `v2.RandomResizedCrop.make_params` crop boxes
+  (default scale and ratio) on a 300x200 (WxH) image, seeded torch.manual_seed(0): mean
+  area fraction, mean log aspect ratio, share of areas below 0.5, mean relative offset
+  x / (W - w) where W > w.
 """
 import sys
 from pathlib import Path
@@ -83,4 +87,24 @@ for space, t, bins in (("autoaugment", aa, 10), ("randaugment", ra, 31)):
         for k in range(bins):
             rows.append(f"{space} {op} {k} {float(table[k])!r} {int(signed)}")
 (OUT / "magnitudes.txt").write_text("\n".join(rows) + "\n")
+# --- RandomResizedCrop statistics
+torch.manual_seed(0)
+rrc = v2.RandomResizedCrop(8)
+W, H = 300, 200
+img = torch.zeros(3, H, W, dtype=torch.uint8)
+n = 200_000
+area = logr = small = off = offn = 0.0
+for _ in range(n):
+    p = rrc.make_params([img])
+    h, w, top, left = p["height"], p["width"], p["top"], p["left"]
+    f = w * h / (W * H)
+    area += f
+    logr += float(np.log(w / h))
+    small += float(f < 0.5)
+    if W > w:
+        off += left / (W - w)
+        offn += 1
+(OUT / "rrc_stats.txt").write_text(
+    f"mean_area {area / n!r}\nmean_log_ratio {logr / n!r}\nshare_small {small / n!r}\nmean_rel_x {off / offn!r}\n"
+)
 print("wrote", len(lines) - 1, "op cases,", len(blob), "bytes", file=sys.stderr)

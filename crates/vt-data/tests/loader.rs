@@ -1,0 +1,165 @@
+//! The loader: same batches for 0, 1 and 4 workers; order per epoch; drop_last; segmentation
+//! batches; progress counter; batch shape errors.
+
+use candle_core::Device;
+use std::sync::Arc;
+use vt_data::dataset::InMemory;
+use vt_data::transforms::seg::{Joint, SegPipeline};
+use vt_data::transforms::Pipeline;
+use vt_data::{
+    Batch, ClassSample, Compose, Dataset, Loader, LoaderConfig, MosaicConfig, Mosaics, Normalize,
+    RandAugment, RandomCrop, RandomHorizontalFlip, RandomResizedCrop,
+};
+
+fn toy(n: usize) -> Arc<dyn Dataset<Sample = ClassSample>> {
+    let (h, w) = (12, 10);
+    Arc::new(InMemory {
+        shape: (h, w, 1),
+        pixels: (0..n * h * w).map(|i| (i * 37 % 251) as u8).collect(),
+        labels: (0..n).map(|i| i % 10).collect(),
+        source: "toy".into(),
+    })
+}
+
+fn augment() -> Arc<Pipeline> {
+    Arc::new(Pipeline::new(
+        Compose::new()
+            .then(RandomCrop::padded(10, 2))
+            .then(RandomHorizontalFlip::default())
+            .then(RandAugment::new(2, 9)),
+        Some(Normalize::new(vec![0.5], vec![0.25]).unwrap()),
+    ))
+}
+
+fn run(
+    ds: Arc<dyn Dataset<Sample = ClassSample>>,
+    cfg: LoaderConfig,
+    epoch: u64,
+) -> Vec<(Vec<f32>, Vec<u32>, Vec<usize>)> {
+    let loader = Loader::new(ds, augment(), cfg, &Device::Cpu).unwrap();
+    loader
+        .epoch(epoch)
+        .map(|b| {
+            let b: Batch = b.unwrap();
+            (
+                b.images.flatten_all().unwrap().to_vec1().unwrap(),
+                b.labels.to_vec1().unwrap(),
+                b.indices,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn batches_are_identical_for_0_1_and_4_workers() {
+    let ds = toy(103);
+    let mut cfg = LoaderConfig::new(8);
+    cfg.seed = 11;
+    let reference = {
+        cfg.workers = 0;
+        run(ds.clone(), cfg.clone(), 3)
+    };
+    assert_eq!(reference.len(), 13);
+    assert_eq!(reference.last().unwrap().2.len(), 7);
+    for (workers, prefetch) in [(1, 1), (4, 2), (4, 16)] {
+        cfg.workers = workers;
+        cfg.prefetch = prefetch;
+        assert!(
+            run(ds.clone(), cfg.clone(), 3) == reference,
+            "{workers} workers differ"
+        );
+    }
+    // the augmentation is really random per sample and per epoch
+    let other_epoch = run(ds.clone(), cfg.clone(), 4);
+    assert!(other_epoch != reference);
+    cfg.seed = 12;
+    assert!(run(ds, cfg, 3) != reference);
+}
+
+#[test]
+fn order_shuffle_drop_last_and_progress() {
+    let ds = toy(25);
+    let mut cfg = LoaderConfig::new(4);
+    cfg.workers = 2;
+    let loader = Loader::new(ds.clone(), augment(), cfg.clone(), &Device::Cpu).unwrap();
+    let (o0, o1) = (loader.order(0), loader.order(1));
+    assert_ne!(o0, o1);
+    let mut sorted = o0.clone();
+    sorted.sort();
+    assert_eq!(sorted, (0..25).collect::<Vec<_>>());
+    let mut epoch = loader.epoch(0);
+    let progress = epoch.progress();
+    let seen: Vec<usize> = epoch.by_ref().flat_map(|b| b.unwrap().indices).collect();
+    assert_eq!(seen, o0);
+    assert_eq!(progress.load(std::sync::atomic::Ordering::Relaxed), 25);
+    assert_eq!(loader.num_batches(), 7);
+
+    cfg.drop_last = true;
+    cfg.shuffle = false;
+    let loader = Loader::new(ds, augment(), cfg, &Device::Cpu).unwrap();
+    assert_eq!(loader.num_batches(), 6);
+    let batches: Vec<Batch> = loader.epoch(0).map(|b| b.unwrap()).collect();
+    assert_eq!(batches.len(), 6);
+    assert_eq!(batches[1].indices, vec![4, 5, 6, 7]);
+    assert_eq!(batches[0].images.dims(), &[4, 1, 10, 10]);
+    assert_eq!(
+        batches[0].labels.to_vec1::<u32>().unwrap(),
+        vec![0, 1, 2, 3]
+    );
+    // dropping an epoch part-way stops its workers
+    let mut e = loader.epoch(1);
+    assert!(e.next().is_some());
+    drop(e);
+}
+
+#[test]
+fn segmentation_batches_and_shape_errors() {
+    let fm = vt_data::embedded_fashion_mnist().unwrap();
+    let mosaics = Arc::new(Mosaics::new(fm.train.clone(), 10, MosaicConfig::new(10, 5)).unwrap());
+    let pipe = Arc::new(SegPipeline::default().then(Joint::new(RandomResizedCrop::new(32))));
+    let mut cfg = LoaderConfig::new(4);
+    cfg.workers = 2;
+    let loader = Loader::new(mosaics, pipe, cfg, &Device::Cpu).unwrap();
+    let batches: Vec<Batch> = loader.epoch(0).map(|b| b.unwrap()).collect();
+    assert_eq!(batches.len(), 3);
+    assert_eq!(batches[0].images.dims(), &[4, 1, 32, 32]);
+    assert_eq!(batches[0].labels.dims(), &[4, 32, 32]);
+    let labels: Vec<u32> = batches[0].labels.flatten_all().unwrap().to_vec1().unwrap();
+    assert!(labels.iter().all(|&l| l <= 10));
+
+    // images of different sizes cannot be stacked without a resize: the error names them
+    let ds = vt_data::open_classification(
+        &{
+            let dir = tempfile::tempdir().unwrap().keep();
+            for (i, size) in [(0u8, 4u32), (1, 5)] {
+                let p = dir.join(format!("train/c/{i}.png"));
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                image::RgbImage::new(size, size).save(&p).unwrap();
+            }
+            std::fs::create_dir_all(dir.join("val/c")).unwrap();
+            image::RgbImage::new(4, 4)
+                .save(dir.join("val/c/v.png"))
+                .unwrap();
+            dir
+        },
+        None,
+    )
+    .unwrap();
+    let mut cfg = LoaderConfig::new(2);
+    cfg.shuffle = false;
+    let loader = Loader::new(ds.train, Arc::new(Pipeline::default()), cfg, &Device::Cpu).unwrap();
+    let err = loader.epoch(0).next().unwrap().unwrap_err().to_string();
+    assert!(
+        err.contains("1.png")
+            && err.contains("(3, 5, 5) (CxHxW)")
+            && err.contains("add a Resize or crop"),
+        "{err}"
+    );
+    let err = Loader::new(toy(3), augment(), LoaderConfig::new(0), &Device::Cpu)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("batch_size must be at least 1"),
+        "{err}"
+    );
+}
