@@ -18,7 +18,9 @@ It writes, next to this script:
 * `rrc_stats.txt`: statistics of 200,000 `v2.RandomResizedCrop.make_params` crop boxes
   (default scale and ratio) on a 300x200 (WxH) image, seeded torch.manual_seed(0): mean
   area fraction, mean log aspect ratio, share of areas below 0.5, mean relative offset
-  x / (W - w) where W > w.
+  x / (W - w) where W > w;
+* `resize_input.bin` (13x17x3 HWC, numpy RandomState(1)) and `resize_reference.txt`: antialiased
+  bilinear `v2.functional.resize` of it to several (H, W), one line `h w v0 v1 ...` (HWC).
 """
 import sys
 from pathlib import Path
@@ -107,4 +109,13 @@ for _ in range(n):
 (OUT / "rrc_stats.txt").write_text(
     f"mean_area {area / n!r}\nmean_log_ratio {logr / n!r}\nshare_small {small / n!r}\nmean_rel_x {off / offn!r}\n"
 )
+# --- antialiased bilinear resize
+src = np.random.RandomState(1).randint(0, 256, (13, 17, 3)).astype(np.uint8)
+(OUT / "resize_input.bin").write_bytes(src.tobytes())
+rows = []
+for size in [(5, 7), (20, 30), (13, 9), (4, 17)]:
+    out = v2.functional.resize(torch.from_numpy(src).permute(2, 0, 1), list(size), antialias=True)
+    vals = out.permute(1, 2, 0).flatten().tolist()
+    rows.append(" ".join(map(str, [*size, *vals])))
+(OUT / "resize_reference.txt").write_text("\n".join(rows) + "\n")
 print("wrote", len(lines) - 1, "op cases,", len(blob), "bytes", file=sys.stderr)
