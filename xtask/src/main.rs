@@ -1,6 +1,7 @@
 //! Developer and user automation for vt: `cargo xtask <command>`. `main` only dispatches;
 //! each command lives in its own file, and its clap docs are its help.
 
+mod data;
 mod flops;
 mod infer;
 mod list;
@@ -22,6 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     List(list::Args),
+    Data(data::Args),
     Flops(flops::Args),
     Parity(parity::Args),
     Infer(infer::Args),
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::List(a) => list::run(a),
+        Command::Data(a) => data::run(a),
         Command::Flops(a) => flops::run(a),
         Command::Parity(a) => parity::run(a),
         Command::Infer(a) => infer::run(a),
