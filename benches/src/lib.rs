@@ -45,7 +45,7 @@ pub fn jpeg_folder(
                 let img = image::RgbImage::from_fn(w, h, |x, y| {
                     let u = (x as f32 / w as f32 * fx as f32 * 3.1).sin();
                     let v = (y as f32 / h as f32 * fy as f32 * 3.1).cos();
-                    let px = |base: f32| (base + noise() as f32).clamp(0.0, 255.0) as u8;
+                    let mut px = |base: f32| (base + noise() as f32).clamp(0.0, 255.0) as u8;
                     image::Rgb([
                         px(128.0 + 100.0 * u),
                         px(128.0 + 100.0 * v),
