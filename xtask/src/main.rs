@@ -2,10 +2,15 @@
 //! each command lives in its own file, and its clap docs are its help.
 
 mod data;
+mod eval;
 mod flops;
 mod infer;
 mod list;
 mod parity;
+mod report;
+mod reproduce;
+mod run;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -27,6 +32,9 @@ enum Command {
     Flops(flops::Args),
     Parity(parity::Args),
     Infer(infer::Args),
+    Train(train::Args),
+    Eval(eval::Args),
+    Reproduce(reproduce::Args),
 }
 
 /// `cpu`, or `cuda` (needs `--features cuda`).
@@ -46,6 +54,9 @@ fn main() -> ExitCode {
         Command::Flops(a) => flops::run(a),
         Command::Parity(a) => parity::run(a),
         Command::Infer(a) => infer::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Reproduce(a) => reproduce::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,189 @@
+//! `cargo xtask reproduce`: rerun the paper's classification and ablation experiments and write
+//! a report. Finished runs are skipped and interrupted ones resume, so rerunning after Ctrl-C
+//! or a kill continues where it stopped.
+
+use crate::report::{self, RunResult};
+use crate::run::{self, Augment, RunConfig};
+use anyhow::Result;
+use clap::ValueEnum;
+use std::path::{Path, PathBuf};
+use vt_backbones::{preset, Stem};
+use vt_train::{LrSchedule, TrainConfig};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Suite {
+    Classification,
+    Ablation,
+    All,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Level {
+    /// Everything tiny (width 1/8, 256 training images, 1 epoch): checks the pipeline, < 3 min.
+    Smoke,
+    /// Fashion-MNIST on 2 CPU cores in about 45 minutes: width 1/4, 6,000 training images, 2 epochs.
+    Cpu,
+    /// ImageNet at 224 px from --data with the paper's recipes (90-epoch SGD; 400-epoch RMSProp).
+    Paper,
+}
+
+/// Rerun the paper's experiments: ResNet-18/34 vs VT-ResNet-18/34 (Tables 2/8) and the
+/// VT-ResNet-18 ablations of Tables 3-7, all with one recipe; writes <out>/report.md,
+/// results.csv and SVG plots.
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(value_enum, default_value = "all")]
+    suite: Suite,
+    #[arg(long, value_enum, default_value = "cpu")]
+    preset: Level,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Data directory (required for --preset paper). Default: Fashion-MNIST.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long, default_value = "runs/reproduce")]
+    out: PathBuf,
+}
+
+/// One planned run.
+pub struct Planned {
+    /// Directory name and report label.
+    pub name: String,
+    pub suite: &'static str,
+    pub preset: &'static str,
+    pub cfg: RunConfig,
+}
+
+const CLASSIFICATION: [&str; 4] = ["resnet18", "vt_resnet18", "resnet34", "vt_resnet34"];
+const ABLATION: [&str; 9] = [
+    "vt_resnet18",
+    "vt_resnet18_pooling",
+    "vt_resnet18_clustering",
+    "vt_resnet18_no_rt",
+    "vt_resnet18_no_relation",
+    "vt_resnet18_graphconv",
+    "vt_resnet18_l32",
+    "vt_resnet18_l64",
+    "vt_resnet18_no_projector",
+];
+
+fn template(level: Level, data: Option<PathBuf>) -> Result<RunConfig> {
+    let mut cfg = crate::train::small_data_config("resnet18", 2, 64);
+    cfg.data.path = data;
+    match level {
+        Level::Smoke => {
+            cfg.model.width = 0.125;
+            cfg.data.train_limit = Some(256);
+            cfg.data.test_limit = Some(128);
+            cfg.train = TrainConfig {
+                epochs: 1,
+                batch_size: 32,
+                checkpoint_every: 0,
+                log_every: 1,
+                ..cfg.train
+            };
+            cfg.train.schedule.warmup_epochs = 0.0;
+        }
+        Level::Cpu => {
+            cfg.data.train_limit = Some(6000);
+            cfg.data.test_limit = Some(2000);
+        }
+        Level::Paper => {
+            if cfg.data.path.is_none() {
+                anyhow::bail!("--preset paper trains on ImageNet: give its directory with --data (train/<class>/*.JPEG, val/<class>/...)");
+            }
+            cfg.model.width = 1.0;
+            cfg.model.stem = Stem::Imagenet;
+            cfg.data.image_size = 224;
+            cfg.data.augment = Augment::CropFlip;
+            cfg.data.workers = 8;
+            cfg.train = TrainConfig::paper_default();
+        }
+    }
+    Ok(cfg)
+}
+
+pub fn plan(suite: Suite, level: Level, data: Option<PathBuf>) -> Result<Vec<Planned>> {
+    let base = template(level, data)?;
+    let mut runs = Vec::new();
+    let mut add =
+        |suite_name: &'static str, name: String, preset_name: &'static str, cfg: RunConfig| {
+            runs.push(Planned {
+                name,
+                suite: suite_name,
+                preset: preset_name,
+                cfg,
+            });
+        };
+    if matches!(suite, Suite::Classification | Suite::All) {
+        for p in CLASSIFICATION {
+            let mut cfg = base.clone();
+            cfg.model.preset = p.into();
+            add("classification", p.to_string(), p, cfg.clone());
+            if level == Level::Paper {
+                // Table 8: the advanced recipe (RMSProp, warmup + exponential decay, label
+                // smoothing, EMA, dropout 0.2, stochastic depth)
+                cfg.train = vt_train::TrainConfig {
+                    batch_size: cfg.train.batch_size,
+                    ..vt_train::TrainConfig::paper_advanced()
+                };
+                cfg.train.schedule = LrSchedule::paper_advanced();
+                cfg.model.dropout = 0.2;
+                cfg.model.drop_path = 0.1;
+                cfg.data.augment = Augment::AutoAugment;
+                add("classification", format!("{p}_advanced"), p, cfg);
+            }
+        }
+    }
+    if matches!(suite, Suite::Ablation | Suite::All) {
+        for p in ABLATION {
+            let mut cfg = base.clone();
+            cfg.model.preset = p.into();
+            add("ablation", p.to_string(), p, cfg);
+        }
+    }
+    for r in &runs {
+        preset(r.preset)?; // every name must exist
+    }
+    Ok(runs)
+}
+
+/// Runs (or resumes, or skips) one planned run.
+fn execute(r: &Planned, dir: &Path, device: &candle_core::Device) -> Result<RunResult> {
+    let metrics_path = dir.join("metrics.json");
+    if metrics_path.exists() {
+        eprintln!("{}: finished earlier, skipped", r.name);
+    } else {
+        let resume = dir.join("checkpoints/latest").exists();
+        eprintln!(
+            "{}: {}",
+            r.name,
+            if resume { "resuming" } else { "training" }
+        );
+        let cfg = if resume {
+            run::saved_config(dir)?
+        } else {
+            r.cfg.clone()
+        };
+        run::train(cfg, dir, resume, device, true, None)?;
+    }
+    report::load_result(&r.name, r.suite, r.preset, dir)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let device = crate::device(&args.device)?;
+    let out = args.out.join(match args.preset {
+        Level::Smoke => "smoke",
+        Level::Cpu => "cpu",
+        Level::Paper => "paper",
+    });
+    let runs = plan(args.suite, args.preset, args.data.clone())?;
+    std::fs::create_dir_all(&out)?;
+    let mut results = Vec::with_capacity(runs.len());
+    for r in &runs {
+        results.push(execute(r, &out.join(r.suite).join(&r.name), &device)?);
+    }
+    let report = report::write(&out, &results, &format!("{:?}", args.preset).to_lowercase())?;
+    println!("report: {}", report.display());
+    Ok(())
+}

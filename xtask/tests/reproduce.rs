@@ -1,0 +1,93 @@
+//! `cargo xtask reproduce --preset smoke` end to end: every run trains, the report has every
+//! table filled, and a second invocation skips the finished runs.
+
+use std::process::Command;
+
+#[test]
+fn smoke_reproduction_writes_a_complete_report() {
+    let out = std::env::temp_dir().join(format!("vt-reproduce-smoke-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args([
+                "reproduce",
+                "--preset",
+                "smoke",
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let dir = out.join("smoke");
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    for model in ["resnet18", "vt_resnet18", "resnet34", "vt_resnet34"] {
+        assert!(
+            report.contains(&format!("| {model} | ")),
+            "classification row {model} missing:\n{report}"
+        );
+    }
+    for row in [
+        "Table 3: pooling tokenizer",
+        "Table 3: clustering tokenizer",
+        "Table 4: w/o recurrent tokenizer",
+        "Table 5: none",
+        "Table 5: GraphConv",
+        "Table 6: L = 32",
+        "Table 6: L = 64",
+        "Table 7: w/o projector",
+    ] {
+        assert!(
+            report.contains(&format!("| {row} | ")),
+            "ablation row {row} missing:\n{report}"
+        );
+    }
+    assert!(report.contains("## What matches the paper and what doesn't"));
+    assert_eq!(
+        report.matches(" points vs the default").count(),
+        8,
+        "{report}"
+    );
+    assert!(!report.contains("NaN"), "{report}");
+    let csv = std::fs::read_to_string(dir.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 4 + 9);
+    for svg in [
+        "classification_top1.svg",
+        "classification_loss.svg",
+        "accuracy_vs_macs.svg",
+        "ablation_top1.svg",
+        "ablation_loss.svg",
+    ] {
+        let text = std::fs::read_to_string(dir.join(svg)).unwrap();
+        assert!(
+            text.starts_with("<svg") && text.contains("polyline"),
+            "{svg}"
+        );
+    }
+    let metrics: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("classification/vt_resnet18/metrics.json")).unwrap(),
+    )
+    .unwrap();
+    for key in ["top1", "top5", "loss", "macs", "params", "images_per_sec"] {
+        assert!(
+            metrics[key].as_f64().is_some_and(f64::is_finite),
+            "metrics.json {key}: {metrics}"
+        );
+    }
+    // rerunning skips every finished run
+    let second = run();
+    assert!(second.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&second.stderr)
+            .matches("finished earlier, skipped")
+            .count(),
+        13
+    );
+}
