@@ -334,12 +334,18 @@ pub fn train(
             p.test_samples
         );
     }
+    let teacher = match &p.cfg.train.distillation {
+        Some(d) => Some(load_teacher(&p.cfg.model, d, device)?),
+        None => None,
+    };
     let trainer = Trainer {
         cfg: p.cfg.train.clone(),
         run_dir: out.to_path_buf(),
         model: &net,
         store: &store,
-        teacher: None,
+        teacher: teacher.as_ref().map(|t| vt_train::Teacher {
+            model: t as &dyn Classifier,
+        }),
         max_steps,
         progress,
     };
@@ -364,6 +370,38 @@ pub fn train(
         std::fs::rename(&tmp, out.join("metrics.json"))?;
     }
     Ok(metrics)
+}
+
+/// The distillation teacher: preset `teacher_model` shaped like the student (width, stem,
+/// classes, channels), weights from a run directory (its newest checkpoint, EMA weights when
+/// kept) or a safetensors file.
+fn load_teacher(
+    student: &ModelSection,
+    d: &vt_train::DistillConfig,
+    device: &Device,
+) -> Result<Net> {
+    let section = ModelSection {
+        preset: d.teacher_model.clone(),
+        ..student.clone()
+    };
+    let path = Path::new(&d.teacher);
+    let store = if path.is_dir() {
+        let ck = vt_train::checkpoint::load_latest(path, device)?
+            .with_context(|| format!("teacher {} has no checkpoint", path.display()))?;
+        VarStore::from_tensors(
+            ck.ema.unwrap_or(ck.model),
+            &ck.dir.display().to_string(),
+            DType::F32,
+            device,
+        )
+    } else {
+        VarStore::from_safetensors(path, DType::F32, device)?
+    };
+    let net = Net(ResNet::new(&section.config()?, store.var_builder())?);
+    store
+        .finish()
+        .with_context(|| format!("teacher {}", d.teacher))?;
+    Ok(net)
 }
 
 /// The run directory's config, for `--resume` and `eval`.

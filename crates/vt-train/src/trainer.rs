@@ -223,6 +223,9 @@ impl Trainer<'_> {
         if let Some(noise) = self.model.noise() {
             noise.set_seed(self.cfg.seed);
         }
+        if self.cfg.distillation.is_some() != self.teacher.is_some() {
+            bail!("[train.distillation] and the teacher must be given together (config has distillation: {}, teacher given: {})", self.cfg.distillation.is_some(), self.teacher.is_some());
+        }
         let total_steps = spe * self.cfg.epochs as u64;
         let bar = self.progress_bar(total_steps, state.step);
         let mut last_test = EvalResult::default();

@@ -219,3 +219,71 @@ fn nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint() -> Result<(
         .all(|v| v.is_finite())));
     Ok(())
 }
+
+#[test]
+fn distillation_needs_its_teacher_and_changes_the_loss() -> Result<()> {
+    let dev = Device::Cpu;
+    let distill = vt_train::DistillConfig {
+        teacher: "t".into(),
+        teacher_model: "tiny".into(),
+        temperature: 2.0,
+        kd_weight: 0.8,
+    };
+    let cfg = TrainConfig {
+        epochs: 1,
+        distillation: Some(distill),
+        ..config()
+    };
+    let store = VarStore::seeded(1, DType::F32, &dev);
+    let student = Tiny::new(&store, None)?;
+    let teacher_store = VarStore::seeded(2, DType::F32, &dev);
+    let teacher = Tiny::new(&teacher_store, None)?;
+    let data = (Synthetic::new(40, true), Synthetic::new(24, false));
+
+    let d = run_dir("kd-missing");
+    let no_teacher = Trainer {
+        cfg: cfg.clone(),
+        run_dir: d,
+        model: &student,
+        store: &store,
+        teacher: None,
+        max_steps: None,
+        progress: false,
+    };
+    let err = no_teacher
+        .fit(&data.0, &data.1, false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("teacher must be given together"), "{err}");
+
+    let d = run_dir("kd");
+    let with_teacher = Trainer {
+        cfg,
+        run_dir: d.clone(),
+        model: &student,
+        store: &store,
+        teacher: Some(vt_train::Teacher { model: &teacher }),
+        max_steps: Some(1),
+        progress: false,
+    };
+    with_teacher.fit(&data.0, &data.1, false)?;
+    let kd_loss = step_losses(&d)[0].1;
+    let plain = run_dir("kd-plain");
+    let store2 = VarStore::seeded(1, DType::F32, &dev);
+    let student2 = Tiny::new(&store2, None)?;
+    let t = Trainer {
+        cfg: TrainConfig {
+            epochs: 1,
+            ..config()
+        },
+        run_dir: plain.clone(),
+        model: &student2,
+        store: &store2,
+        teacher: None,
+        max_steps: Some(1),
+        progress: false,
+    };
+    t.fit(&data.0, &data.1, false)?;
+    assert_ne!(kd_loss, step_losses(&plain)[0].1);
+    Ok(())
+}
