@@ -1,6 +1,7 @@
 //! Developer and user automation for vt: `cargo xtask <command>`. `main` only dispatches;
 //! each command lives in its own file, and its clap docs are its help.
 
+mod bench_peer;
 mod data;
 mod eval;
 mod flops;
@@ -35,6 +36,7 @@ enum Command {
     Train(train::Args),
     Eval(eval::Args),
     Reproduce(reproduce::Args),
+    BenchPeer(bench_peer::Args),
 }
 
 /// `cpu`, or `cuda` (needs `--features cuda`).
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Reproduce(a) => reproduce::run(a),
+        Command::BenchPeer(a) => bench_peer::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -34,8 +34,14 @@ fn channel_stats<T: WithDType>(x: &[T], n: usize, c: usize, s: usize) -> Vec<(f6
         .map(|ch| {
             let planes = || (0..n).map(move |i| &x[(i * c + ch) * s..(i * c + ch + 1) * s]);
             let m = (n * s) as f64;
-            let mean = planes().map(|p| p.iter().map(|v| v.to_f64()).sum::<f64>()).sum::<f64>() / m;
-            let var = planes().map(|p| p.iter().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>()).sum::<f64>() / m;
+            let mean = planes()
+                .map(|p| p.iter().map(|v| v.to_f64()).sum::<f64>())
+                .sum::<f64>()
+                / m;
+            let var = planes()
+                .map(|p| p.iter().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>())
+                .sum::<f64>()
+                / m;
             (mean, var)
         })
         .collect()
@@ -49,7 +55,15 @@ pub struct BatchNormTrain {
 }
 
 impl BatchNormTrain {
-    fn forward<T: WithDType>(&self, x: &[T], g: &[T], b: &[T], n: usize, c: usize, s: usize) -> Vec<T> {
+    fn forward<T: WithDType>(
+        &self,
+        x: &[T],
+        g: &[T],
+        b: &[T],
+        n: usize,
+        c: usize,
+        s: usize,
+    ) -> Vec<T> {
         let stats = channel_stats(x, n, c, s);
         let mut y = vec![T::zero(); x.len()];
         y.par_chunks_mut(s).enumerate().for_each(|(i, out)| {
@@ -71,26 +85,62 @@ impl CustomOp3 for BatchNormTrain {
         "vt-batch-norm-train"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (n, c, s) = ncs(l1.shape())?;
         if l2.shape().elem_count() != c || l3.shape().elem_count() != c {
-            bail!("batch norm over {c} channels got weight {:?} and bias {:?}", l2.shape(), l3.shape());
+            bail!(
+                "batch norm over {c} channels got weight {:?} and bias {:?}",
+                l2.shape(),
+                l3.shape()
+            );
         }
         let out = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(b)) => {
-                CpuStorage::F32(self.forward(slice(x, l1, "x")?, slice(g, l2, "weight")?, slice(b, l3, "bias")?, n, c, s))
+                CpuStorage::F32(self.forward(
+                    slice(x, l1, "x")?,
+                    slice(g, l2, "weight")?,
+                    slice(b, l3, "bias")?,
+                    n,
+                    c,
+                    s,
+                ))
             }
             (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(b)) => {
-                CpuStorage::F64(self.forward(slice(x, l1, "x")?, slice(g, l2, "weight")?, slice(b, l3, "bias")?, n, c, s))
+                CpuStorage::F64(self.forward(
+                    slice(x, l1, "x")?,
+                    slice(g, l2, "weight")?,
+                    slice(b, l3, "bias")?,
+                    n,
+                    c,
+                    s,
+                ))
             }
             _ => bail!("batch norm kernel: unsupported dtype {:?}", s1.dtype()),
         };
         Ok((out, l1.shape().clone()))
     }
 
-    fn bwd(&self, x: &Tensor, g: &Tensor, _b: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        g: &Tensor,
+        _b: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (n, c, s) = ncs(x.shape())?;
-        let back = BatchNormBackward { eps: self.eps, stats: self.stats.lock().unwrap().clone() };
+        let back = BatchNormBackward {
+            eps: self.eps,
+            stats: self.stats.lock().unwrap().clone(),
+        };
         let packed = x.apply_op3_no_bwd(&dy.contiguous()?, g, &back)?;
         let total = n * c * s;
         let dx = packed.narrow(0, 0, total)?.reshape(x.shape())?;
@@ -107,7 +157,15 @@ struct BatchNormBackward {
 }
 
 impl BatchNormBackward {
-    fn run<T: WithDType>(&self, x: &[T], dy: &[T], g: &[T], n: usize, c: usize, s: usize) -> Vec<T> {
+    fn run<T: WithDType>(
+        &self,
+        x: &[T],
+        dy: &[T],
+        g: &[T],
+        n: usize,
+        c: usize,
+        s: usize,
+    ) -> Vec<T> {
         let m = (n * s) as f64;
         let sums: Vec<(f64, f64)> = (0..c)
             .into_par_iter()
@@ -128,17 +186,24 @@ impl BatchNormBackward {
             .collect();
         let total = n * c * s;
         let mut out = vec![T::zero(); total + 2 * c];
-        out[..total].par_chunks_mut(s).enumerate().for_each(|(i, dx)| {
-            let ch = i % c;
-            let (mean, var) = self.stats[ch];
-            let inv = 1.0 / (var + self.eps).sqrt();
-            let (sdy, sdyx) = sums[ch];
-            let k = g[ch].to_f64() * inv;
-            for ((o, xv), dv) in dx.iter_mut().zip(&x[i * s..(i + 1) * s]).zip(&dy[i * s..(i + 1) * s]) {
-                let xhat = (xv.to_f64() - mean) * inv;
-                *o = T::from_f64(k * (dv.to_f64() - sdy / m - xhat * sdyx / m));
-            }
-        });
+        out[..total]
+            .par_chunks_mut(s)
+            .enumerate()
+            .for_each(|(i, dx)| {
+                let ch = i % c;
+                let (mean, var) = self.stats[ch];
+                let inv = 1.0 / (var + self.eps).sqrt();
+                let (sdy, sdyx) = sums[ch];
+                let k = g[ch].to_f64() * inv;
+                for ((o, xv), dv) in dx
+                    .iter_mut()
+                    .zip(&x[i * s..(i + 1) * s])
+                    .zip(&dy[i * s..(i + 1) * s])
+                {
+                    let xhat = (xv.to_f64() - mean) * inv;
+                    *o = T::from_f64(k * (dv.to_f64() - sdy / m - xhat * sdyx / m));
+                }
+            });
         for (ch, (sdy, sdyx)) in sums.into_iter().enumerate() {
             out[total + ch] = T::from_f64(sdyx);
             out[total + c + ch] = T::from_f64(sdy);
@@ -152,14 +217,36 @@ impl CustomOp3 for BatchNormBackward {
         "vt-batch-norm-backward"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (n, c, s) = ncs(l1.shape())?;
         let out = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(dy), CpuStorage::F32(g)) => {
-                CpuStorage::F32(self.run(slice(x, l1, "x")?, slice(dy, l2, "dy")?, slice(g, l3, "weight")?, n, c, s))
+                CpuStorage::F32(self.run(
+                    slice(x, l1, "x")?,
+                    slice(dy, l2, "dy")?,
+                    slice(g, l3, "weight")?,
+                    n,
+                    c,
+                    s,
+                ))
             }
             (CpuStorage::F64(x), CpuStorage::F64(dy), CpuStorage::F64(g)) => {
-                CpuStorage::F64(self.run(slice(x, l1, "x")?, slice(dy, l2, "dy")?, slice(g, l3, "weight")?, n, c, s))
+                CpuStorage::F64(self.run(
+                    slice(x, l1, "x")?,
+                    slice(dy, l2, "dy")?,
+                    slice(g, l3, "weight")?,
+                    n,
+                    c,
+                    s,
+                ))
             }
             _ => bail!("batch norm backward: unsupported dtype {:?}", s1.dtype()),
         };

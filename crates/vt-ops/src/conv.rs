@@ -30,8 +30,16 @@ impl Window {
     fn valid(&self, kd: usize, n: usize, n_out: usize) -> (usize, usize) {
         let off = kd * self.dilation;
         // o·s + off ≥ pad  and  o·s + off < n + pad
-        let lo = if off >= self.pad { 0 } else { (self.pad - off).div_ceil(self.stride) };
-        let hi = if n + self.pad > off { ((n + self.pad - off - 1) / self.stride + 1).min(n_out) } else { 0 };
+        let lo = if off >= self.pad {
+            0
+        } else {
+            (self.pad - off).div_ceil(self.stride)
+        };
+        let hi = if n + self.pad > off {
+            ((n + self.pad - off - 1) / self.stride + 1).min(n_out)
+        } else {
+            0
+        };
         (lo.min(hi), hi)
     }
 }
@@ -67,7 +75,13 @@ fn im2col_plane<T: Copy + Default>(w: &Window, src: &[T], h: usize, wd: usize, d
     }
 }
 
-fn col2im_plane<T: Copy + Default + std::ops::AddAssign>(w: &Window, cols: &[T], h: usize, wd: usize, dst: &mut [T]) {
+fn col2im_plane<T: Copy + Default + std::ops::AddAssign>(
+    w: &Window,
+    cols: &[T],
+    h: usize,
+    wd: usize,
+    dst: &mut [T],
+) {
     let (ho, wo) = (w.out(h), w.out(wd));
     let l = ho * wo;
     dst.fill(T::default());
@@ -116,28 +130,61 @@ impl CustomOp1 for Im2Col {
         let w = self.window;
         let (kk, l) = (w.k * w.k, w.out(h) * w.out(wd));
         // one channel's k² rows span all samples: row r, sample s starts at r·N·L + s·L
-        fn run<T: Copy + Default + Send + Sync>(w: &Window, src: &[T], n: usize, c: usize, h: usize, wd: usize, out: &mut [T], kk: usize, l: usize) {
-            out.par_chunks_mut(kk * n * l).enumerate().for_each(|(ch, rows)| {
-                let mut tmp = vec![T::default(); kk * l];
-                for s in 0..n {
-                    let plane = &src[(s * c + ch) * h * wd..(s * c + ch + 1) * h * wd];
-                    im2col_plane(w, plane, h, wd, &mut tmp);
-                    for r in 0..kk {
-                        rows[(r * n + s) * l..(r * n + s + 1) * l].copy_from_slice(&tmp[r * l..(r + 1) * l]);
+        fn run<T: Copy + Default + Send + Sync>(
+            w: &Window,
+            src: &[T],
+            n: usize,
+            c: usize,
+            h: usize,
+            wd: usize,
+            out: &mut [T],
+            kk: usize,
+            l: usize,
+        ) {
+            out.par_chunks_mut(kk * n * l)
+                .enumerate()
+                .for_each(|(ch, rows)| {
+                    let mut tmp = vec![T::default(); kk * l];
+                    for s in 0..n {
+                        let plane = &src[(s * c + ch) * h * wd..(s * c + ch + 1) * h * wd];
+                        im2col_plane(w, plane, h, wd, &mut tmp);
+                        for r in 0..kk {
+                            rows[(r * n + s) * l..(r * n + s + 1) * l]
+                                .copy_from_slice(&tmp[r * l..(r + 1) * l]);
+                        }
                     }
-                }
-            });
+                });
         }
         let shape = Shape::from((c * kk, n * l));
         let storage = match storage {
             CpuStorage::F32(v) => {
                 let mut out = vec![0f32; n * c * kk * l];
-                run(&w, contiguous(v, layout, "im2col")?, n, c, h, wd, &mut out, kk, l);
+                run(
+                    &w,
+                    contiguous(v, layout, "im2col")?,
+                    n,
+                    c,
+                    h,
+                    wd,
+                    &mut out,
+                    kk,
+                    l,
+                );
                 CpuStorage::F32(out)
             }
             CpuStorage::F64(v) => {
                 let mut out = vec![0f64; n * c * kk * l];
-                run(&w, contiguous(v, layout, "im2col")?, n, c, h, wd, &mut out, kk, l);
+                run(
+                    &w,
+                    contiguous(v, layout, "im2col")?,
+                    n,
+                    c,
+                    h,
+                    wd,
+                    &mut out,
+                    kk,
+                    l,
+                );
                 CpuStorage::F64(out)
             }
             other => bail!("im2col: unsupported dtype {:?}", other.dtype()),
@@ -147,7 +194,12 @@ impl CustomOp1 for Im2Col {
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let (n, _, h, w) = arg.dims4()?;
-        Ok(Some(grad.contiguous()?.apply_op1(Col2Im { window: self.window, n, h, w })?))
+        Ok(Some(grad.contiguous()?.apply_op1(Col2Im {
+            window: self.window,
+            n,
+            h,
+            w,
+        })?))
     }
 }
 
@@ -172,16 +224,30 @@ impl CustomOp1 for Col2Im {
         let kk = win.k * win.k;
         let l = win.out(h) * win.out(wd);
         if ckk % kk != 0 || nl != n * l {
-            bail!("col2im: shape {:?} does not fit {n} samples of {h}x{wd} with {win:?}", layout.shape());
+            bail!(
+                "col2im: shape {:?} does not fit {n} samples of {h}x{wd} with {win:?}",
+                layout.shape()
+            );
         }
         let c = ckk / kk;
-        fn run<T: Copy + Default + Send + Sync + std::ops::AddAssign>(w: &Window, src: &[T], n: usize, c: usize, h: usize, wd: usize, out: &mut [T], kk: usize, l: usize) {
+        fn run<T: Copy + Default + Send + Sync + std::ops::AddAssign>(
+            w: &Window,
+            src: &[T],
+            n: usize,
+            c: usize,
+            h: usize,
+            wd: usize,
+            out: &mut [T],
+            kk: usize,
+            l: usize,
+        ) {
             out.par_chunks_mut(h * wd).enumerate().for_each(|(i, dst)| {
                 let (s, ch) = (i / c, i % c);
                 let mut cols = vec![T::default(); kk * l];
                 for r in 0..kk {
                     let row = ch * kk + r;
-                    cols[r * l..(r + 1) * l].copy_from_slice(&src[(row * n + s) * l..(row * n + s + 1) * l]);
+                    cols[r * l..(r + 1) * l]
+                        .copy_from_slice(&src[(row * n + s) * l..(row * n + s + 1) * l]);
                 }
                 col2im_plane(w, &cols, h, wd, dst);
             });
@@ -190,12 +256,32 @@ impl CustomOp1 for Col2Im {
         let storage = match storage {
             CpuStorage::F32(v) => {
                 let mut out = vec![0f32; n * c * h * wd];
-                run(&win, contiguous(v, layout, "col2im")?, n, c, h, wd, &mut out, kk, l);
+                run(
+                    &win,
+                    contiguous(v, layout, "col2im")?,
+                    n,
+                    c,
+                    h,
+                    wd,
+                    &mut out,
+                    kk,
+                    l,
+                );
                 CpuStorage::F32(out)
             }
             CpuStorage::F64(v) => {
                 let mut out = vec![0f64; n * c * h * wd];
-                run(&win, contiguous(v, layout, "col2im")?, n, c, h, wd, &mut out, kk, l);
+                run(
+                    &win,
+                    contiguous(v, layout, "col2im")?,
+                    n,
+                    c,
+                    h,
+                    wd,
+                    &mut out,
+                    kk,
+                    l,
+                );
                 CpuStorage::F64(out)
             }
             other => bail!("col2im: unsupported dtype {:?}", other.dtype()),
@@ -204,30 +290,54 @@ impl CustomOp1 for Col2Im {
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1(Im2Col { window: self.window })?))
+        Ok(Some(grad.contiguous()?.apply_op1(Im2Col {
+            window: self.window,
+        })?))
     }
 }
 
 /// 2-d convolution of `x (N, C, H, W)` with `w (O, C/groups, k, k)`, PyTorch semantics. On the
 /// CPU: im2col + GEMM (grouped as one batched matmul); elsewhere candle's conv2d.
-pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize, dilation: usize, groups: usize) -> Result<Tensor> {
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+    groups: usize,
+) -> Result<Tensor> {
     let (n, c, h, wd) = x.dims4()?;
     let (o, cg, kh, kw) = w.dims4()?;
-    if !x.device().is_cpu() || kh != kw {
+    if !crate::cpu_kernels(x.device()) || kh != kw {
         return x.conv2d(w, padding, stride, dilation, groups);
     }
     if groups == 0 || c != cg * groups || o % groups != 0 {
-        bail!("conv2d: input {:?} and weight {:?} do not fit groups {groups}", x.shape(), w.shape());
+        bail!(
+            "conv2d: input {:?} and weight {:?} do not fit groups {groups}",
+            x.shape(),
+            w.shape()
+        );
     }
-    let win = Window { k: kh, stride, pad: padding, dilation };
+    let win = Window {
+        k: kh,
+        stride,
+        pad: padding,
+        dilation,
+    };
     if h + 2 * padding < dilation * (kh - 1) + 1 || wd + 2 * padding < dilation * (kw - 1) + 1 {
-        bail!("conv2d: input {:?} is smaller than the {kh}x{kw} kernel", x.shape());
+        bail!(
+            "conv2d: input {:?} is smaller than the {kh}x{kw} kernel",
+            x.shape()
+        );
     }
     let (ho, wo) = (win.out(h), win.out(wd));
     let l = ho * wo;
     // columns (C·k², N·L); a 1x1 stride-1 conv only needs the batch moved next to the pixels
     let cols = if kh == 1 && stride == 1 && padding == 0 {
-        x.reshape((n, c, h * wd))?.transpose(0, 1)?.contiguous()?.reshape((c, n * l))?
+        x.reshape((n, c, h * wd))?
+            .transpose(0, 1)?
+            .contiguous()?
+            .reshape((c, n * l))?
     } else {
         x.contiguous()?.apply_op1(Im2Col { window: win })?
     };
@@ -236,10 +346,15 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize, dilation: u
     let y = if g == 1 {
         w.reshape((o, ckk))?.matmul(&cols)?
     } else {
-        w.reshape((g, o / g, ckk))?.matmul(&cols.reshape((g, ckk, n * l))?)?.reshape((o, n * l))?
+        w.reshape((g, o / g, ckk))?
+            .matmul(&cols.reshape((g, ckk, n * l))?)?
+            .reshape((o, n * l))?
     };
     // (O, N·L) → (N, O, Ho, Wo)
-    y.reshape((o, n, l))?.transpose(0, 1)?.contiguous()?.reshape((n, o, ho, wo))
+    y.reshape((o, n, l))?
+        .transpose(0, 1)?
+        .contiguous()?
+        .reshape((n, o, ho, wo))
 }
 
 #[cfg(test)]
@@ -282,12 +397,23 @@ mod tests {
 
     #[test]
     fn gradients_by_finite_differences() -> Result<()> {
-        for &(k, s, p, d, g) in &[(3, 2, 1, 1, 1), (3, 1, 1, 1, 2), (1, 2, 0, 1, 1), (3, 1, 2, 2, 1)] {
-            check_gradient(&[vec![2usize, 4, 5, 6], vec![4, 4 / g, k, k]], DType::F64, |t| {
-                let y = conv2d(&t[0], &t[1], s, p, d, g)?;
-                let wgt = Tensor::arange(0f64, y.elem_count() as f64, &Device::Cpu)?.reshape(y.shape())?.sin()?;
-                (y * wgt)?.sum_all()
-            })?;
+        for &(k, s, p, d, g) in &[
+            (3, 2, 1, 1, 1),
+            (3, 1, 1, 1, 2),
+            (1, 2, 0, 1, 1),
+            (3, 1, 2, 2, 1),
+        ] {
+            check_gradient(
+                &[vec![2usize, 4, 5, 6], vec![4, 4 / g, k, k]],
+                DType::F64,
+                |t| {
+                    let y = conv2d(&t[0], &t[1], s, p, d, g)?;
+                    let wgt = Tensor::arange(0f64, y.elem_count() as f64, &Device::Cpu)?
+                        .reshape(y.shape())?
+                        .sin()?;
+                    (y * wgt)?.sum_all()
+                },
+            )?;
         }
         Ok(())
     }

@@ -30,3 +30,13 @@ pub use nn::{BatchNorm, Conv1x1, Conv2d, Conv2dConfig, DropPath, Dropout, Linear
 pub use rng::{NoiseSource, Rng};
 pub use softmax::{log_softmax, softmax};
 pub use store::VarStore;
+
+/// The one place that chooses between vt's CPU kernels (conv2d as im2col + GEMM, fused batch
+/// norm) and candle's own ops: vt's on the CPU, candle's on other devices. Setting the
+/// environment variable `VT_CPU_KERNELS=candle` selects candle's ops on the CPU too (for
+/// comparisons such as `cargo xtask bench-peer`).
+pub fn cpu_kernels(device: &candle_core::Device) -> bool {
+    static CANDLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    device.is_cpu()
+        && !*CANDLE.get_or_init(|| std::env::var("VT_CPU_KERNELS").is_ok_and(|v| v == "candle"))
+}

@@ -174,12 +174,20 @@ impl Module for Conv1x1 {
         let (ig, og) = (self.cin / g, self.cout / g);
         let y = if g == 1 {
             let xt = x.transpose(1, 2)?.contiguous()?.reshape((n * p, c))?;
-            xt.matmul(&self.weight.squeeze(2)?.t()?)?.reshape((n, p, self.cout))?.transpose(1, 2)?
+            xt.matmul(&self.weight.squeeze(2)?.t()?)?
+                .reshape((n, p, self.cout))?
+                .transpose(1, 2)?
         } else {
-            let xg = x.reshape((n, g, ig, p))?.permute((1, 0, 3, 2))?.contiguous()?.reshape((g, n * p, ig))?;
+            let xg = x
+                .reshape((n, g, ig, p))?
+                .permute((1, 0, 3, 2))?
+                .contiguous()?
+                .reshape((g, n * p, ig))?;
             let w = self.weight.reshape((g, og, ig))?.transpose(1, 2)?;
             let y = xg.matmul(&w)?.reshape((g, n, p, og))?;
-            y.permute((1, 0, 3, 2))?.contiguous()?.reshape((n, self.cout, p))?
+            y.permute((1, 0, 3, 2))?
+                .contiguous()?
+                .reshape((n, self.cout, p))?
         };
         match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, (), 1))?),
@@ -300,17 +308,27 @@ impl ModuleT for BatchNorm {
         }
         let n = x.elem_count() / c;
         if n < 2 {
-            bail!("batch norm in train mode needs more than one value per channel, got shape {:?}", x.shape());
+            bail!(
+                "batch norm in train mode needs more than one value per channel, got shape {:?}",
+                x.shape()
+            );
         }
         let m = self.momentum;
         let unbiased = n as f64 / (n as f64 - 1.0);
-        let (y, mean, var) = if x.device().is_cpu() && self.fused {
-            let op = crate::batch_norm::BatchNormTrain { eps: self.eps, stats: Default::default() };
+        let (y, mean, var) = if self.fused && crate::cpu_kernels(x.device()) {
+            let op = crate::batch_norm::BatchNormTrain {
+                eps: self.eps,
+                stats: Default::default(),
+            };
             let stats = op.stats.clone();
             let y = x.contiguous()?.apply_op3(&self.weight, &self.bias, op)?;
             let (mean, var): (Vec<f64>, Vec<f64>) = stats.lock().unwrap().iter().copied().unzip();
             let dev = x.device();
-            (y, Tensor::new(mean, dev)?.to_dtype(x.dtype())?, Tensor::new(var, dev)?.to_dtype(x.dtype())?)
+            (
+                y,
+                Tensor::new(mean, dev)?.to_dtype(x.dtype())?,
+                Tensor::new(var, dev)?.to_dtype(x.dtype())?,
+            )
         } else {
             let dims: Vec<usize> = (0..rank).filter(|&d| d != 1).collect();
             let mean = x.mean_keepdim(dims.as_slice())?;
@@ -320,8 +338,10 @@ impl ModuleT for BatchNorm {
             let y = xc.broadcast_mul(&scale)?.broadcast_add(&col(&self.bias)?)?;
             (y, mean.detach().flatten_all()?, var.detach().flatten_all()?)
         };
-        self.running_mean.set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
-        self.running_var.set(&((self.running_var.as_tensor() * (1.0 - m))? + (var * (m * unbiased))?)?)?;
+        self.running_mean
+            .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
+        self.running_var
+            .set(&((self.running_var.as_tensor() * (1.0 - m))? + (var * (m * unbiased))?)?)?;
         Ok(y)
     }
 }
@@ -448,13 +468,23 @@ mod tests {
     fn batch_norm_gradient_fused_and_composite() -> Result<()> {
         let dev = Device::Cpu;
         for fused in [true, false] {
-            crate::gradcheck::check_gradient(&[vec![3usize, 2, 2, 3], vec![2], vec![2]], DType::F64, |xs| {
-                let store = VarStore::seeded(0, DType::F64, &dev);
-                let bn = BatchNorm::new(2, store.var_builder())?.with_fused(fused);
-                let bn = BatchNorm { weight: xs[1].clone(), bias: xs[2].clone(), ..bn };
-                let w = Tensor::arange(0f64, 36., &dev)?.reshape((3, 2, 2, 3))?.sin()?;
-                (bn.forward_t(&xs[0], true)? * w)?.sum_all()
-            })?;
+            crate::gradcheck::check_gradient(
+                &[vec![3usize, 2, 2, 3], vec![2], vec![2]],
+                DType::F64,
+                |xs| {
+                    let store = VarStore::seeded(0, DType::F64, &dev);
+                    let bn = BatchNorm::new(2, store.var_builder())?.with_fused(fused);
+                    let bn = BatchNorm {
+                        weight: xs[1].clone(),
+                        bias: xs[2].clone(),
+                        ..bn
+                    };
+                    let w = Tensor::arange(0f64, 36., &dev)?
+                        .reshape((3, 2, 2, 3))?
+                        .sin()?;
+                    (bn.forward_t(&xs[0], true)? * w)?.sum_all()
+                },
+            )?;
         }
         Ok(())
     }
@@ -473,7 +503,11 @@ mod tests {
             };
             let (a, b) = (run(true)?, run(false)?);
             for (u, v) in [(&a.0, &b.0), (&a.1, &b.1), (&a.2, &b.2)] {
-                let d = u.iter().zip(v).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+                let d = u
+                    .iter()
+                    .zip(v)
+                    .map(|(p, q)| (p - q).abs())
+                    .fold(0f32, f32::max);
                 assert!(d < 1e-5, "{shape:?}: {d}");
             }
         }
