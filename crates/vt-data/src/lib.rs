@@ -14,6 +14,18 @@
 //! * [`loader`]: batches of `(N, C, H, W)` f32 images and u32 labels, identical for any
 //!   number of workers;
 //! * [`image`]: pixel buffers and decoding; [`error`]: [`DataError`], which names the file.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use vt_data::{fashion_mnist, Compose, Loader, LoaderConfig, Normalize, Pipeline, RandomCrop, RandomHorizontalFlip};
+//! let fm = fashion_mnist(None)?; // the installed full set, else the embedded subset (fm.source says which)
+//! let augment = Compose::new().then(RandomCrop::padded(28, 4)).then(RandomHorizontalFlip::default());
+//! let pipeline = Arc::new(Pipeline::new(augment, Some(Normalize::new(vec![0.286], vec![0.353])?)));
+//! let train = Loader::new(fm.train.clone(), pipeline, LoaderConfig::new(128), &candle_core::Device::Cpu)?;
+//! let batch = train.epoch(0).next().unwrap()?; // images (128, 1, 28, 28) f32, labels (128,) u32
+//! assert_eq!(batch.images.dims(), &[128, 1, 28, 28]);
+//! # Ok::<(), vt_data::DataError>(())
+//! ```
 
 pub mod cifar;
 pub mod dataset;
