@@ -1,0 +1,104 @@
+//! Kernel benches: every distinct conv shape of ResNet-18 and ResNet-50 (224 px stages, batch
+//! 8), forward and forward+backward, vt's im2col+GEMM against candle's built-in conv2d; batch
+//! norm fused vs composite; one VT module; and the GEMM roof (1024³ matmul). Throughput is in
+//! FLOPs (2 per MAC), so criterion's "elem/s" reads as FLOP/s against the roof.
+
+use candle_core::{DType, Device, ModuleT, Tensor, Var};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::time::Duration;
+use vt_layers::{VisualTransformer, VtConfig};
+use vt_ops::{BatchNorm, Rng, VarStore};
+
+fn rand(shape: &[usize], seed: u64) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::from_vec(Rng::new(seed).normal_vec(n, 0.0, 1.0), shape, &Device::Cpu).unwrap()
+}
+
+/// (cin, cout, k, stride, input side) of ResNet-18 / ResNet-50 convs at 224 px.
+const CONVS: &[(usize, usize, usize, usize, usize)] = &[
+    (3, 64, 7, 2, 224),
+    (64, 64, 3, 1, 56),
+    (64, 128, 3, 2, 56),
+    (128, 128, 3, 1, 28),
+    (128, 256, 3, 2, 28),
+    (256, 256, 3, 1, 14),
+    (256, 512, 3, 2, 14),
+    (512, 512, 3, 1, 7),
+    (64, 128, 1, 2, 56),
+    (64, 256, 1, 1, 56),
+    (256, 64, 1, 1, 56),
+    (256, 128, 1, 1, 56),
+    (512, 128, 1, 1, 28),
+    (1024, 256, 1, 1, 14),
+    (2048, 512, 1, 1, 7),
+];
+
+fn convs(c: &mut Criterion) {
+    let n = 8;
+    let mut g = c.benchmark_group("ops/conv2d");
+    g.sample_size(10).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_millis(500));
+    for &(ci, co, k, s, hw) in CONVS {
+        let x = Var::from_tensor(&rand(&[n, ci, hw, hw], 1)).unwrap();
+        let w = Var::from_tensor(&rand(&[co, ci, k, k], 2)).unwrap();
+        let ho = (hw + 2 * (k / 2) - k) / s + 1;
+        let flops = 2 * (n * co * ho * ho * ci * k * k) as u64;
+        let shape = format!("{ci}x{hw}x{hw}-{co}k{k}s{s}-b{n}");
+        g.throughput(Throughput::Elements(flops));
+        g.bench_function(BenchmarkId::new("fwd/vt", format!("{shape}/f32/cpu")), |b| {
+            b.iter(|| vt_ops::conv::conv2d(x.as_tensor(), w.as_tensor(), s, k / 2, 1, 1).unwrap())
+        });
+        g.bench_function(BenchmarkId::new("fwd/candle", format!("{shape}/f32/cpu")), |b| {
+            b.iter(|| x.as_tensor().conv2d(w.as_tensor(), k / 2, s, 1, 1).unwrap())
+        });
+        g.throughput(Throughput::Elements(3 * flops));
+        g.bench_function(BenchmarkId::new("fwd_bwd/vt", format!("{shape}/f32/cpu")), |b| {
+            b.iter(|| vt_ops::conv::conv2d(x.as_tensor(), w.as_tensor(), s, k / 2, 1, 1).unwrap().sum_all().unwrap().backward().unwrap())
+        });
+        g.bench_function(BenchmarkId::new("fwd_bwd/candle", format!("{shape}/f32/cpu")), |b| {
+            b.iter(|| x.as_tensor().conv2d(w.as_tensor(), k / 2, s, 1, 1).unwrap().sum_all().unwrap().backward().unwrap())
+        });
+    }
+    g.finish();
+}
+
+fn gemm_roof(c: &mut Criterion) {
+    let a = rand(&[1024, 1024], 3);
+    let b = rand(&[1024, 1024], 4);
+    let mut g = c.benchmark_group("ops/matmul");
+    g.sample_size(10).throughput(Throughput::Elements(2 * 1024u64.pow(3)));
+    g.bench_function("roof/1024x1024x1024/f32/cpu", |bn| bn.iter(|| a.matmul(&b).unwrap()));
+    g.finish();
+}
+
+fn batch_norm(c: &mut Criterion) {
+    let x = Var::from_tensor(&rand(&[32, 64, 56, 56], 5)).unwrap();
+    let mut g = c.benchmark_group("ops/batch_norm");
+    g.sample_size(10).measurement_time(Duration::from_secs(3));
+    for fused in [true, false] {
+        let store = VarStore::seeded(0, DType::F32, &Device::Cpu);
+        let bn = BatchNorm::new(64, store.var_builder()).unwrap().with_fused(fused);
+        let name = if fused { "vt_fused" } else { "composite" };
+        g.bench_function(format!("train_fwd_bwd/{name}/32x64x56x56/f32/cpu"), |b| {
+            b.iter(|| bn.forward_t(x.as_tensor(), true).unwrap().sum_all().unwrap().backward().unwrap())
+        });
+    }
+    g.finish();
+}
+
+fn vt_module(c: &mut Criterion) {
+    let store = VarStore::seeded(0, DType::F32, &Device::Cpu);
+    let vt = VisualTransformer::new(&VtConfig::preset(256, 512), store.var_builder()).unwrap();
+    let x = Var::from_tensor(&rand(&[8, 256, 14, 14], 6)).unwrap();
+    let mut g = c.benchmark_group("layers/vt_module");
+    g.sample_size(10).measurement_time(Duration::from_secs(3));
+    g.bench_function("filter_256to512_L16_CT1024/8x256x14x14/f32/cpu", |b| {
+        b.iter(|| {
+            let (y, t) = vt.forward_t(x.as_tensor(), None, true).unwrap();
+            (y.sum_all().unwrap() + t.sum_all().unwrap()).unwrap().backward().unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, gemm_roof, convs, batch_norm, vt_module);
+criterion_main!(benches);
