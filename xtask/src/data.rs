@@ -128,7 +128,10 @@ fn describe(out: &mut String, split: &str, len: usize, st: &Stats, what: &str, n
     }
     let _ = writeln!(out, "  {what}:");
     for (l, n) in &st.labels {
-        let name = names.get(*l).map(|s| format!(" {s}")).unwrap_or_default();
+        let name = match names.get(*l) {
+            Some(s) if *s != l.to_string() => format!(" {s}"),
+            _ => String::new(),
+        };
         let _ = writeln!(out, "    {l:>3}{name}: {n}");
     }
     for (i, e) in &st.bad {
