@@ -75,6 +75,22 @@ pub fn evaluate(model: &dyn Classifier, data: &dyn BatchSource) -> Result<EvalRe
     })
 }
 
+/// Evaluates with the EMA weights swapped in when there is an EMA (and restores the live ones).
+fn evaluate_maybe_ema(
+    model: &dyn Classifier,
+    data: &dyn BatchSource,
+    ema: Option<&Ema>,
+    vars: &std::collections::BTreeMap<String, candle_core::Var>,
+) -> Result<EvalResult> {
+    let Some(e) = ema else {
+        return evaluate(model, data);
+    };
+    let saved = e.swap_in(vars)?;
+    let r = evaluate(model, data);
+    Ema::restore(vars, saved)?;
+    r
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct FitSummary {
     pub steps: u64,
@@ -307,15 +323,7 @@ impl Trainer<'_> {
                     self.save(&state, opt.as_ref(), ema.as_ref())?;
                 }
             }
-            last_test = match &ema {
-                Some(e) => {
-                    let saved = e.swap_in(&vars)?;
-                    let r = evaluate(self.model, test);
-                    Ema::restore(&vars, saved)?;
-                    r?
-                }
-                None => evaluate(self.model, test)?,
-            };
+            last_test = evaluate_maybe_ema(self.model, test, ema.as_ref(), &vars)?;
             let train_loss = state.epoch_loss_sum / state.epoch_samples.max(1) as f64;
             log.write(json!({"kind": "epoch", "step": state.step, "epoch": state.epoch, "train_loss": train_loss,
                 "test_loss": last_test.loss, "test_top1": last_test.top1, "test_top5": last_test.top5,
@@ -339,15 +347,7 @@ impl Trainer<'_> {
         }
         if last_test.samples == 0 {
             // resumed a finished run: evaluate what the checkpoint holds
-            last_test = match &ema {
-                Some(e) => {
-                    let saved = e.swap_in(&vars)?;
-                    let r = evaluate(self.model, test);
-                    Ema::restore(&vars, saved)?;
-                    r?
-                }
-                None => evaluate(self.model, test)?,
-            };
+            last_test = evaluate_maybe_ema(self.model, test, ema.as_ref(), &vars)?;
         }
         Ok(self.summary(&state, last_test, false))
     }
