@@ -36,7 +36,9 @@ const CONVS: &[(usize, usize, usize, usize, usize)] = &[
 fn convs(c: &mut Criterion) {
     let n = 8;
     let mut g = c.benchmark_group("ops/conv2d");
-    g.sample_size(10).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_millis(500));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_millis(500));
     for &(ci, co, k, s, hw) in CONVS {
         let x = Var::from_tensor(&rand(&[n, ci, hw, hw], 1)).unwrap();
         let w = Var::from_tensor(&rand(&[co, ci, k, k], 2)).unwrap();
@@ -44,19 +46,46 @@ fn convs(c: &mut Criterion) {
         let flops = 2 * (n * co * ho * ho * ci * k * k) as u64;
         let shape = format!("{ci}x{hw}x{hw}-{co}k{k}s{s}-b{n}");
         g.throughput(Throughput::Elements(flops));
-        g.bench_function(BenchmarkId::new("fwd/vt", format!("{shape}/f32/cpu")), |b| {
-            b.iter(|| vt_ops::conv::conv2d(x.as_tensor(), w.as_tensor(), s, k / 2, 1, 1).unwrap())
-        });
-        g.bench_function(BenchmarkId::new("fwd/candle", format!("{shape}/f32/cpu")), |b| {
-            b.iter(|| x.as_tensor().conv2d(w.as_tensor(), k / 2, s, 1, 1).unwrap())
-        });
+        g.bench_function(
+            BenchmarkId::new("fwd/vt", format!("{shape}/f32/cpu")),
+            |b| {
+                b.iter(|| {
+                    vt_ops::conv::conv2d(x.as_tensor(), w.as_tensor(), s, k / 2, 1, 1).unwrap()
+                })
+            },
+        );
+        g.bench_function(
+            BenchmarkId::new("fwd/candle", format!("{shape}/f32/cpu")),
+            |b| b.iter(|| x.as_tensor().conv2d(w.as_tensor(), k / 2, s, 1, 1).unwrap()),
+        );
         g.throughput(Throughput::Elements(3 * flops));
-        g.bench_function(BenchmarkId::new("fwd_bwd/vt", format!("{shape}/f32/cpu")), |b| {
-            b.iter(|| vt_ops::conv::conv2d(x.as_tensor(), w.as_tensor(), s, k / 2, 1, 1).unwrap().sum_all().unwrap().backward().unwrap())
-        });
-        g.bench_function(BenchmarkId::new("fwd_bwd/candle", format!("{shape}/f32/cpu")), |b| {
-            b.iter(|| x.as_tensor().conv2d(w.as_tensor(), k / 2, s, 1, 1).unwrap().sum_all().unwrap().backward().unwrap())
-        });
+        g.bench_function(
+            BenchmarkId::new("fwd_bwd/vt", format!("{shape}/f32/cpu")),
+            |b| {
+                b.iter(|| {
+                    vt_ops::conv::conv2d(x.as_tensor(), w.as_tensor(), s, k / 2, 1, 1)
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .backward()
+                        .unwrap()
+                })
+            },
+        );
+        g.bench_function(
+            BenchmarkId::new("fwd_bwd/candle", format!("{shape}/f32/cpu")),
+            |b| {
+                b.iter(|| {
+                    x.as_tensor()
+                        .conv2d(w.as_tensor(), k / 2, s, 1, 1)
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .backward()
+                        .unwrap()
+                })
+            },
+        );
     }
     g.finish();
 }
@@ -65,8 +94,11 @@ fn gemm_roof(c: &mut Criterion) {
     let a = rand(&[1024, 1024], 3);
     let b = rand(&[1024, 1024], 4);
     let mut g = c.benchmark_group("ops/matmul");
-    g.sample_size(10).throughput(Throughput::Elements(2 * 1024u64.pow(3)));
-    g.bench_function("roof/1024x1024x1024/f32/cpu", |bn| bn.iter(|| a.matmul(&b).unwrap()));
+    g.sample_size(10)
+        .throughput(Throughput::Elements(2 * 1024u64.pow(3)));
+    g.bench_function("roof/1024x1024x1024/f32/cpu", |bn| {
+        bn.iter(|| a.matmul(&b).unwrap())
+    });
     g.finish();
 }
 
@@ -76,10 +108,19 @@ fn batch_norm(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(3));
     for fused in [true, false] {
         let store = VarStore::seeded(0, DType::F32, &Device::Cpu);
-        let bn = BatchNorm::new(64, store.var_builder()).unwrap().with_fused(fused);
+        let bn = BatchNorm::new(64, store.var_builder())
+            .unwrap()
+            .with_fused(fused);
         let name = if fused { "vt_fused" } else { "composite" };
         g.bench_function(format!("train_fwd_bwd/{name}/32x64x56x56/f32/cpu"), |b| {
-            b.iter(|| bn.forward_t(x.as_tensor(), true).unwrap().sum_all().unwrap().backward().unwrap())
+            b.iter(|| {
+                bn.forward_t(x.as_tensor(), true)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap()
+            })
         });
     }
     g.finish();
@@ -94,7 +135,10 @@ fn vt_module(c: &mut Criterion) {
     g.bench_function("filter_256to512_L16_CT1024/8x256x14x14/f32/cpu", |b| {
         b.iter(|| {
             let (y, t) = vt.forward_t(x.as_tensor(), None, true).unwrap();
-            (y.sum_all().unwrap() + t.sum_all().unwrap()).unwrap().backward().unwrap()
+            (y.sum_all().unwrap() + t.sum_all().unwrap())
+                .unwrap()
+                .backward()
+                .unwrap()
         })
     });
     g.finish();
