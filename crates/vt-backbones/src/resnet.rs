@@ -185,7 +185,13 @@ impl ResNet {
             .vt
             .iter()
             .enumerate()
-            .map(|(i, c)| VisualTransformer::new(c, vvb.pp(i)))
+            .map(|(i, c)| {
+                VisualTransformer::new(c, vvb.pp(i))?.with_drop_path(
+                    cfg.drop_path,
+                    &format!("vt.{i}"),
+                    &noise,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         let dropout = Dropout::new(cfg.dropout, "dropout", &noise)?;
         let fc = Linear::new(cfg.head_channels(), cfg.num_classes, vb.pp("fc"))?;

@@ -4,9 +4,9 @@ use crate::config::VtConfig;
 use crate::projector::Projector;
 use crate::relation::TokenRelation;
 use crate::tokenizer::Tokenizer;
-use candle_core::{bail, Result, Tensor};
+use candle_core::{bail, ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
-use vt_ops::Cost;
+use vt_ops::{Cost, DropPath, NoiseSource};
 
 /// One VT module. `forward_t(x, tokens, train) -> (x_out, tokens_out)`: the tokens are the
 /// relation stage's output (what the next recurrent tokenizer and the head read); without a
@@ -16,6 +16,8 @@ pub struct VisualTransformer {
     tokenizer: Tokenizer,
     transformer: Option<TokenRelation>,
     projector: Option<Projector>,
+    /// Stochastic depth on the relation stage and on the projector's added output.
+    drop_path: Option<(DropPath, DropPath)>,
     cfg: VtConfig,
 }
 
@@ -36,8 +38,24 @@ impl VisualTransformer {
             } else {
                 None
             },
+            drop_path: None,
             cfg: cfg.clone(),
         })
+    }
+
+    /// Adds stochastic depth with drop probability `p` to the module's two residual branches:
+    /// the token relation (as one residual unit, `t + dp(rel(t) − t)`) and the projector's
+    /// attention output (`lateral(X) + dp(out)`). Masks come from `noise` (the model's).
+    pub fn with_drop_path(mut self, p: f64, name: &str, noise: &NoiseSource) -> Result<Self> {
+        self.drop_path = if p > 0.0 {
+            Some((
+                DropPath::new(p, &format!("{name}.transformer"), noise)?,
+                DropPath::new(p, &format!("{name}.projector"), noise)?,
+            ))
+        } else {
+            None
+        };
+        Ok(self)
     }
 
     pub fn config(&self) -> &VtConfig {
@@ -59,12 +77,21 @@ impl VisualTransformer {
             );
         }
         let (mut t, _) = self.tokenizer.forward(x, tokens)?;
+        let dp = self.drop_path.as_ref().filter(|_| train);
         if let Some(rel) = &self.transformer {
-            t = rel.forward(&t)?;
+            let out = rel.forward(&t)?;
+            t = match dp {
+                Some((d, _)) => (&t + d.forward_t(&(out - &t)?, train)?)?,
+                None => out,
+            };
         }
-        let x = match &self.projector {
-            Some(p) => p.forward_t(x, &t, train)?,
-            None => x.clone(),
+        let x = match (&self.projector, dp) {
+            (Some(p), Some((_, d))) => {
+                let (res, out) = p.forward_parts(x, &t, train)?;
+                p.combine(&res, &d.forward_t(&out, train)?, x)?
+            }
+            (Some(p), None) => p.forward_t(x, &t, train)?,
+            (None, _) => x.clone(),
         };
         Ok((x, t))
     }

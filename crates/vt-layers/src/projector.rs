@@ -86,6 +86,13 @@ impl Projector {
     }
 
     pub fn forward_t(&self, x: &Tensor, t: &Tensor, train: bool) -> Result<Tensor> {
+        let (res, out) = self.forward_parts(x, t, train)?;
+        self.combine(&res, &out, x)
+    }
+
+    /// The residual path (`lateral(X)` or `X`) and the attention output, both `(N, C_out, HW)`,
+    /// whose sum is the projector's output (stochastic depth drops the second).
+    pub fn forward_parts(&self, x: &Tensor, t: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
         let (n, c, hh, ww) = x.dims4()?;
         let l = t.dim(2)?;
         let xf = x.flatten_from(2)?;
@@ -98,7 +105,7 @@ impl Projector {
                     .matmul(&self.key.forward(t)?)?,
                 2,
             )?;
-            return (xf + t.matmul(&s.transpose(1, 2)?)?)?.reshape((n, c, hh, ww));
+            return Ok((xf, t.matmul(&s.transpose(1, 2)?)?));
         };
         let h = self.heads;
         let q = self
@@ -116,6 +123,12 @@ impl Projector {
             Some(lat) => lat.forward_t(&xf, train)?,
             None => xf,
         };
+        Ok((res, out))
+    }
+
+    /// `res + out` as a feature map shaped like `x` with the output channels.
+    pub fn combine(&self, res: &Tensor, out: &Tensor, x: &Tensor) -> Result<Tensor> {
+        let (n, _, hh, ww) = x.dims4()?;
         (res + out)?.reshape((n, self.cout, hh, ww))
     }
 
