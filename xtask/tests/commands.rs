@@ -204,3 +204,37 @@ fn unknown_model_suggests_names() {
     assert!(!out.status.success());
     assert!(err.contains("closest presets: vt_resnet18"), "{err}");
 }
+
+#[test]
+fn data_inspect_lists_unreadable_files_and_fails_unless_skip_bad() {
+    let dir = tmp_dir("inspect");
+    let png = |path: &Path, truncate: bool| {
+        let img = image::RgbImage::from_pixel(8, 6, image::Rgb([100, 150, 200]));
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut bytes, image::ImageFormat::Png).unwrap();
+        let mut b = bytes.into_inner();
+        if truncate {
+            b.truncate(40);
+        }
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b).unwrap();
+    };
+    for d in ["train/cat", "train/dog", "val/cat", "val/dog"] {
+        png(&dir.join(d).join("a.png"), false);
+    }
+    png(&dir.join("train/dog/broken.png"), true);
+    let out = xtask(&["data", "inspect", "--data", dir.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(text.contains("format: folder"), "{text}");
+    assert!(text.contains("train/dog/broken.png"), "{text}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--skip-bad"));
+    let out = xtask(&[
+        "data",
+        "inspect",
+        "--data",
+        dir.to_str().unwrap(),
+        "--skip-bad",
+    ]);
+    assert!(out.status.success());
+}
