@@ -112,6 +112,24 @@ fn contiguous<'a, T>(v: &'a [T], layout: &Layout, what: &str) -> Result<&'a [T]>
     }
 }
 
+/// Runs `$body` with `$src` bound to the storage's contiguous f32 or f64 data; the body
+/// returns the output `Vec` of the same type.
+macro_rules! float_dispatch {
+    ($storage:expr, $layout:expr, $what:expr, |$src:ident| $body:expr) => {
+        match $storage {
+            CpuStorage::F32(v) => {
+                let $src = contiguous(v, $layout, $what)?;
+                CpuStorage::F32($body)
+            }
+            CpuStorage::F64(v) => {
+                let $src = contiguous(v, $layout, $what)?;
+                CpuStorage::F64($body)
+            }
+            other => bail!("{}: unsupported dtype {:?}", $what, other.dtype()),
+        }
+    };
+}
+
 /// `(N, C, H, W)` → `(C·k·k, N·Ho·Wo)`: row `c·k² + ky·k + kx` holds the input under kernel
 /// tap (ky, kx) for every output position of every sample (zero in the padding). Putting the
 /// batch in the columns makes the convolution one large GEMM instead of N small ones.
@@ -156,39 +174,11 @@ impl CustomOp1 for Im2Col {
                 });
         }
         let shape = Shape::from((c * kk, n * l));
-        let storage = match storage {
-            CpuStorage::F32(v) => {
-                let mut out = vec![0f32; n * c * kk * l];
-                run(
-                    &w,
-                    contiguous(v, layout, "im2col")?,
-                    n,
-                    c,
-                    h,
-                    wd,
-                    &mut out,
-                    kk,
-                    l,
-                );
-                CpuStorage::F32(out)
-            }
-            CpuStorage::F64(v) => {
-                let mut out = vec![0f64; n * c * kk * l];
-                run(
-                    &w,
-                    contiguous(v, layout, "im2col")?,
-                    n,
-                    c,
-                    h,
-                    wd,
-                    &mut out,
-                    kk,
-                    l,
-                );
-                CpuStorage::F64(out)
-            }
-            other => bail!("im2col: unsupported dtype {:?}", other.dtype()),
-        };
+        let storage = float_dispatch!(storage, layout, "im2col", |src| {
+            let mut out = vec![Default::default(); n * c * kk * l];
+            run(&w, src, n, c, h, wd, &mut out, kk, l);
+            out
+        });
         Ok((storage, shape))
     }
 
@@ -253,39 +243,11 @@ impl CustomOp1 for Col2Im {
             });
         }
         let shape = Shape::from((n, c, h, wd));
-        let storage = match storage {
-            CpuStorage::F32(v) => {
-                let mut out = vec![0f32; n * c * h * wd];
-                run(
-                    &win,
-                    contiguous(v, layout, "col2im")?,
-                    n,
-                    c,
-                    h,
-                    wd,
-                    &mut out,
-                    kk,
-                    l,
-                );
-                CpuStorage::F32(out)
-            }
-            CpuStorage::F64(v) => {
-                let mut out = vec![0f64; n * c * h * wd];
-                run(
-                    &win,
-                    contiguous(v, layout, "col2im")?,
-                    n,
-                    c,
-                    h,
-                    wd,
-                    &mut out,
-                    kk,
-                    l,
-                );
-                CpuStorage::F64(out)
-            }
-            other => bail!("col2im: unsupported dtype {:?}", other.dtype()),
-        };
+        let storage = float_dispatch!(storage, layout, "col2im", |src| {
+            let mut out = vec![Default::default(); n * c * h * wd];
+            run(&win, src, n, c, h, wd, &mut out, kk, l);
+            out
+        });
         Ok((storage, shape))
     }
 

@@ -161,7 +161,8 @@ impl Slots {
         })
     }
 
-    fn export(&self, params: &[Param], step: u64, out: &mut HashMap<String, Tensor>) -> Result<()> {
+    fn export(&self, params: &[Param], step: u64) -> Result<HashMap<String, Tensor>> {
+        let mut out = HashMap::new();
         for (p, slots) in params.iter().zip(&self.values) {
             for (n, t) in self.names.iter().zip(slots) {
                 out.insert(format!("{}.{n}", p.name), t.clone());
@@ -171,7 +172,7 @@ impl Slots {
             "step".into(),
             Tensor::new(&[step as f64], &candle_core::Device::Cpu)?,
         );
-        Ok(())
+        Ok(out)
     }
 
     fn import(&mut self, params: &[Param], state: &HashMap<String, Tensor>) -> Result<u64> {
@@ -253,9 +254,7 @@ impl Optimizer for Sgd {
     }
 
     fn state(&self) -> Result<HashMap<String, Tensor>> {
-        let mut out = HashMap::new();
-        self.slots.export(&self.params, self.step, &mut out)?;
-        Ok(out)
+        self.slots.export(&self.params, self.step)
     }
 
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
@@ -340,9 +339,7 @@ impl Optimizer for RmsPropTf {
     }
 
     fn state(&self) -> Result<HashMap<String, Tensor>> {
-        let mut out = HashMap::new();
-        self.slots.export(&self.params, self.step, &mut out)?;
-        Ok(out)
+        self.slots.export(&self.params, self.step)
     }
 
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
@@ -396,9 +393,7 @@ impl Optimizer for AdamW {
     }
 
     fn state(&self) -> Result<HashMap<String, Tensor>> {
-        let mut out = HashMap::new();
-        self.slots.export(&self.params, self.step, &mut out)?;
-        Ok(out)
+        self.slots.export(&self.params, self.step)
     }
 
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
