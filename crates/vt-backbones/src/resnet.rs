@@ -36,8 +36,13 @@ struct ConvBn {
 }
 
 impl ConvBn {
+    /// In eval mode the BN is folded into the conv (one pass over the activations).
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward_t(&self.conv.forward(x)?, train)
+        if train {
+            self.bn.forward_t(&self.conv.forward(x)?, train)
+        } else {
+            self.conv.forward_folded(x, &self.bn)
+        }
     }
 }
 
