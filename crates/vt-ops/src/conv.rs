@@ -44,14 +44,24 @@ impl Window {
     }
 }
 
-fn im2col_plane<T: Copy + Default>(w: &Window, src: &[T], h: usize, wd: usize, dst: &mut [T]) {
+/// Writes the k² tap rows of one input plane; row r starts at `dst[r·row_stride]` (the rows
+/// of one sample are `N·L` apart in the batched column layout).
+fn im2col_plane<T: Copy + Default>(
+    w: &Window,
+    src: &[T],
+    h: usize,
+    wd: usize,
+    dst: &mut [T],
+    row_stride: usize,
+) {
     let (ho, wo) = (w.out(h), w.out(wd));
     let l = ho * wo;
     for ky in 0..w.k {
         let (oy0, oy1) = w.valid(ky, h, ho);
         for kx in 0..w.k {
             let (ox0, ox1) = w.valid(kx, wd, wo);
-            let row = &mut dst[(ky * w.k + kx) * l..(ky * w.k + kx + 1) * l];
+            let r = ky * w.k + kx;
+            let row = &mut dst[r * row_stride..r * row_stride + l];
             for oy in 0..ho {
                 let out = &mut row[oy * wo..(oy + 1) * wo];
                 if oy < oy0 || oy >= oy1 || ox0 >= ox1 {
@@ -75,12 +85,14 @@ fn im2col_plane<T: Copy + Default>(w: &Window, src: &[T], h: usize, wd: usize, d
     }
 }
 
+/// Sums the k² tap rows back into one plane; row r starts at `cols[r·row_stride]`.
 fn col2im_plane<T: Copy + Default + std::ops::AddAssign>(
     w: &Window,
     cols: &[T],
     h: usize,
     wd: usize,
     dst: &mut [T],
+    row_stride: usize,
 ) {
     let (ho, wo) = (w.out(h), w.out(wd));
     let l = ho * wo;
@@ -92,7 +104,8 @@ fn col2im_plane<T: Copy + Default + std::ops::AddAssign>(
             if ox0 >= ox1 {
                 continue;
             }
-            let row = &cols[(ky * w.k + kx) * l..(ky * w.k + kx + 1) * l];
+            let r = ky * w.k + kx;
+            let row = &cols[r * row_stride..r * row_stride + l];
             for oy in oy0..oy1 {
                 let iy = oy * w.stride + ky * w.dilation - w.pad;
                 let ix0 = ox0 * w.stride + kx * w.dilation - w.pad;
@@ -162,14 +175,9 @@ impl CustomOp1 for Im2Col {
             out.par_chunks_mut(kk * n * l)
                 .enumerate()
                 .for_each(|(ch, rows)| {
-                    let mut tmp = vec![T::default(); kk * l];
                     for s in 0..n {
                         let plane = &src[(s * c + ch) * h * wd..(s * c + ch + 1) * h * wd];
-                        im2col_plane(w, plane, h, wd, &mut tmp);
-                        for r in 0..kk {
-                            rows[(r * n + s) * l..(r * n + s + 1) * l]
-                                .copy_from_slice(&tmp[r * l..(r + 1) * l]);
-                        }
+                        im2col_plane(w, plane, h, wd, &mut rows[s * l..], n * l);
                     }
                 });
         }
@@ -233,13 +241,8 @@ impl CustomOp1 for Col2Im {
         ) {
             out.par_chunks_mut(h * wd).enumerate().for_each(|(i, dst)| {
                 let (s, ch) = (i / c, i % c);
-                let mut cols = vec![T::default(); kk * l];
-                for r in 0..kk {
-                    let row = ch * kk + r;
-                    cols[r * l..(r + 1) * l]
-                        .copy_from_slice(&src[(row * n + s) * l..(row * n + s + 1) * l]);
-                }
-                col2im_plane(w, &cols, h, wd, dst);
+                // channel ch's rows start at (ch·k²·N + s)·L, one row every N·L
+                col2im_plane(w, &src[(ch * kk * n + s) * l..], h, wd, dst, n * l);
             });
         }
         let shape = Shape::from((n, c, h, wd));
