@@ -351,9 +351,9 @@ pub fn run_fixture(path: &Path, device: &Device) -> Result<ParityReport> {
         Module::ResNet(m) => {
             let (x, t) = m.forward_features(&input("x")?, train)?;
             outputs.insert("logits", m.forward_head(&x, t.as_ref(), train)?);
-            if t.is_some() {
+            if let Some(t) = t {
                 outputs.insert("x", x);
-                outputs.insert("tokens", t.unwrap());
+                outputs.insert("tokens", t);
             }
         }
     }
