@@ -4,7 +4,7 @@
 
 use crate::report::{self, RunResult};
 use crate::run::{self, Augment, RunConfig};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::ValueEnum;
 use std::path::{Path, PathBuf};
 use vt_backbones::{preset, Stem};
@@ -180,8 +180,28 @@ pub fn run(args: Args) -> Result<()> {
     let runs = plan(args.suite, args.preset, args.data.clone())?;
     std::fs::create_dir_all(&out)?;
     let mut results = Vec::with_capacity(runs.len());
-    for r in &runs {
-        results.push(execute(r, &out.join(r.suite).join(&r.name), &device)?);
+    for (i, r) in runs.iter().enumerate() {
+        let dir = out.join(r.suite).join(&r.name);
+        // a run planned twice with the same config (the default VT-ResNet-18 is both a
+        // classification and an ablation row) is trained once and its record shared
+        let twin = runs[..i]
+            .iter()
+            .find(|t| t.name == r.name && t.cfg == r.cfg);
+        if let (Some(t), false) = (twin, dir.join("metrics.json").exists()) {
+            let from = out.join(t.suite).join(&t.name);
+            std::fs::create_dir_all(&dir)?;
+            for f in ["config.toml", "log.jsonl", "metrics.json"] {
+                std::fs::copy(from.join(f), dir.join(f)).with_context(|| {
+                    format!(
+                        "cannot copy {} to {}",
+                        from.join(f).display(),
+                        dir.display()
+                    )
+                })?;
+            }
+            eprintln!("{}: same run as {}/{}, reused", r.name, t.suite, t.name);
+        }
+        results.push(execute(r, &dir, &device)?);
     }
     let report = report::write(&out, &results, &format!("{:?}", args.preset).to_lowercase())?;
     println!("report: {}", report.display());

@@ -26,6 +26,9 @@ fn smoke_reproduction_writes_a_complete_report() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
+    // the default VT-ResNet-18 is both a classification and an ablation row: trained once
+    assert!(String::from_utf8_lossy(&first.stderr)
+        .contains("vt_resnet18: same run as classification/vt_resnet18, reused"));
     let dir = out.join("smoke");
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
     for model in ["resnet18", "vt_resnet18", "resnet34", "vt_resnet34"] {
