@@ -84,6 +84,24 @@ fn smoke_reproduction_writes_a_complete_report() {
             "metrics.json {key}: {metrics}"
         );
     }
+    // `eval` on a run directory reproduces the run's final test top-1
+    let run_dir = dir.join("classification/vt_resnet18");
+    let out_eval = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["eval", "--checkpoint", run_dir.to_str().unwrap()])
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    assert!(
+        out_eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out_eval.stderr)
+    );
+    let top1 = format!("test top-1 {:.2}%", metrics["top1"].as_f64().unwrap());
+    assert!(
+        String::from_utf8_lossy(&out_eval.stdout).contains(&top1),
+        "{} vs {top1}",
+        String::from_utf8_lossy(&out_eval.stdout)
+    );
     // rerunning skips every finished run
     let second = run();
     assert!(second.status.success());
