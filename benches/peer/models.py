@@ -2,6 +2,7 @@
 
     python models.py --model resnet18 --mode train --size 64 --batch 32 --iters 5 [--reference DIR]
 
+`--device cuda` runs on the GPU (synchronised before each time is taken).
 `--reference DIR` is the folder holding vt_reference.py (the executable PyTorch VT reference),
 needed for vt_resnet18. Threads follow torch's default (all cores), like vt's.
 Prints {"median_ms": ..., "min_ms": ..., "peak_rss_mb": ...}.
@@ -33,11 +34,13 @@ def main():
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--reference", default=None)
+    ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
     torch.manual_seed(0)
-    m = build(a.model, a.reference)
-    x = torch.randn(a.batch, 3, a.size, a.size)
-    y = torch.randint(0, 10, (a.batch,))
+    dev = torch.device(a.device)
+    m = build(a.model, a.reference).to(dev)
+    x = torch.randn(a.batch, 3, a.size, a.size).to(dev)
+    y = torch.randint(0, 10, (a.batch,)).to(dev)
     opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
 
     def step():
@@ -51,6 +54,8 @@ def main():
             m.eval()
             with torch.no_grad():
                 m(x)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
 
     step()  # warm-up
     times = []

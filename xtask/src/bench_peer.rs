@@ -3,7 +3,7 @@
 //! is its own.
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, ModuleT, Tensor};
+use candle_core::{DType, ModuleT, Tensor};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::process::Command;
@@ -40,6 +40,10 @@ pub struct Args {
     candle_builtin: bool,
     #[arg(long)]
     json: bool,
+    /// cpu, or cuda (needs `--features cuda`; PyTorch then runs on its GPU too, and the
+    /// peak columns are host memory, not GPU memory).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Internal: run one vt workload `model:mode:size` and print its JSON.
     #[arg(long, hide = true)]
     single: Option<String>,
@@ -80,13 +84,13 @@ fn load() -> String {
 }
 
 /// One vt workload in this process.
-fn single(spec: &str, batch: usize, iters: usize) -> Result<Timing> {
+fn single(spec: &str, batch: usize, iters: usize, device: &str) -> Result<Timing> {
     let parts: Vec<&str> = spec.split(':').collect();
     let [model, mode, size] = parts.as_slice() else {
         bail!("workload `{spec}` is not model:mode:size")
     };
     let size: usize = size.parse()?;
-    let dev = Device::Cpu;
+    let dev = crate::device(device)?;
     let cfg = (preset(model)?.config)().with_classes(10);
     let store = VarStore::seeded(0, DType::F32, &dev);
     let net = ResNet::new(&cfg, store.var_builder())?;
@@ -110,6 +114,8 @@ fn single(spec: &str, batch: usize, iters: usize) -> Result<Timing> {
             "train" => {
                 let loss = vt_train::loss::cross_entropy(&net.forward_t(&x, true)?, &y, 0.0)?;
                 opt.step(&loss.backward()?, 0.01)?;
+                // GPU work is queued; the time must include it
+                dev.synchronize()?;
             }
             "infer" => {
                 net.forward_t(&x, false)?.to_vec2::<f32>()?;
@@ -151,7 +157,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(spec) = &args.single {
         println!(
             "{}",
-            serde_json::to_string(&single(spec, args.batch, args.iters)?)?
+            serde_json::to_string(&single(spec, args.batch, args.iters, &args.device)?)?
         );
         return Ok(());
     }
@@ -166,6 +172,8 @@ pub fn run(args: Args) -> Result<()> {
             &args.batch.to_string(),
             "--iters",
             &args.iters.to_string(),
+            "--device",
+            &args.device,
         ]);
         if candle {
             cmd.env("VT_CPU_KERNELS", "candle");
@@ -189,6 +197,8 @@ pub fn run(args: Args) -> Result<()> {
             &args.batch.to_string(),
             "--iters",
             &args.iters.to_string(),
+            "--device",
+            &args.device,
         ]);
         if args.reference.join("vt_reference.py").exists() {
             cmd.arg("--reference").arg(&args.reference);

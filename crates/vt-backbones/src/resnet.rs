@@ -36,12 +36,22 @@ struct ConvBn {
 }
 
 impl ConvBn {
-    /// In eval mode the BN is folded into the conv (one pass over the activations).
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    /// Conv → BN, then ReLU when `relu`. In train mode BN and ReLU are one op; in eval mode
+    /// the BN is folded into the conv (one pass over the activations).
+    fn forward_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         if train {
-            self.bn.forward_t(&self.conv.forward(x)?, train)
+            let y = self.conv.forward(x)?;
+            match relu {
+                true => self.bn.forward_relu_t(&y, train),
+                false => self.bn.forward_t(&y, train),
+            }
         } else {
-            self.conv.forward_folded(x, &self.bn)
+            let y = self.conv.forward_folded(x, &self.bn)?;
+            if relu {
+                y.relu()
+            } else {
+                Ok(y)
+            }
         }
     }
 }
@@ -102,16 +112,13 @@ impl Block {
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let identity = match &self.downsample {
-            Some(d) => d.forward_t(x, train)?,
+            Some(d) => d.forward_t(x, train, false)?,
             None => x.clone(),
         };
         let last = self.convs.len() - 1;
         let mut y = x.clone();
         for (i, cb) in self.convs.iter().enumerate() {
-            y = cb.forward_t(&y, train)?;
-            if i < last {
-                y = y.relu()?;
-            }
+            y = cb.forward_t(&y, train, i < last)?;
         }
         (self.drop_path.forward_t(&y, train)? + identity)?.relu()
     }
@@ -229,7 +236,7 @@ impl ResNet {
                 x.shape()
             );
         }
-        let mut x = self.stem.forward_t(x, train)?.relu()?;
+        let mut x = self.stem.forward_t(x, train, true)?;
         if self.cfg.stem == Stem::Imagenet {
             x = max_pool2d(&x, 3, 2, 1)?;
         }

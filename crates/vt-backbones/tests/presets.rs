@@ -1,7 +1,7 @@
 //! One loop over the preset table (style rule 5): counts against the reference counter and the
 //! paper, parameter names against torchvision, and a forward/backward at a tiny input.
 
-use candle_core::{DType, Device, ModuleT, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 use vt_backbones::{ResNet, ResNetConfig, Stem, PRESETS};
 use vt_ops::VarStore;
 

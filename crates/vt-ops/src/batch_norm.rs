@@ -5,6 +5,9 @@
 //! Forward: `y = (x − μ_c)·γ_c/√(σ²_c + eps) + β_c` with the biased batch variance.
 //! Backward: `dβ = Σ dy`, `dγ = Σ dy·x̂`, `dx = γ/√(σ²+eps)·(dy − dβ/M − x̂·dγ/M)`, M = N·S.
 //! Sums run in f64. The batch statistics are kept for the running-stat update.
+//!
+//! With `relu` set the op is BN followed by ReLU: the forward clamps as it writes, and the
+//! backward masks `dy` by `y > 0` as it reads, so the pre-activation is never stored.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
@@ -47,10 +50,12 @@ fn channel_stats<T: WithDType>(x: &[T], n: usize, c: usize, s: usize) -> Vec<(f6
         .collect()
 }
 
-/// Train-mode batch norm `(x, γ, β) → y`; the batch statistics land in `stats`.
+/// Train-mode batch norm `(x, γ, β) → y` (then ReLU when `relu`); the batch statistics land
+/// in `stats`.
 #[derive(Clone, Debug)]
 pub struct BatchNormTrain {
     pub eps: f64,
+    pub relu: bool,
     pub stats: Arc<Mutex<Vec<(f64, f64)>>>,
 }
 
@@ -71,8 +76,15 @@ impl BatchNormTrain {
             let (mean, var) = stats[ch];
             let a = g[ch].to_f64() / (var + self.eps).sqrt();
             let shift = b[ch].to_f64() - mean * a;
-            for (o, v) in out.iter_mut().zip(&x[i * s..(i + 1) * s]) {
-                *o = T::from_f64(v.to_f64() * a + shift);
+            let xs = &x[i * s..(i + 1) * s];
+            if self.relu {
+                for (o, v) in out.iter_mut().zip(xs) {
+                    *o = T::from_f64((v.to_f64() * a + shift).max(0.0));
+                }
+            } else {
+                for (o, v) in out.iter_mut().zip(xs) {
+                    *o = T::from_f64(v.to_f64() * a + shift);
+                }
             }
         });
         *self.stats.lock().unwrap() = stats;
@@ -133,15 +145,17 @@ impl CustomOp3 for BatchNormTrain {
         x: &Tensor,
         g: &Tensor,
         _b: &Tensor,
-        _y: &Tensor,
+        y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (n, c, s) = ncs(x.shape())?;
         let back = BatchNormBackward {
             eps: self.eps,
+            relu: self.relu,
             stats: self.stats.lock().unwrap().clone(),
+            gamma: g.to_dtype(candle_core::DType::F64)?.to_vec1()?,
         };
-        let packed = x.apply_op3_no_bwd(&dy.contiguous()?, g, &back)?;
+        let packed = x.apply_op3_no_bwd(&dy.contiguous()?, y, &back)?;
         let total = n * c * s;
         let dx = packed.narrow(0, 0, total)?.reshape(x.shape())?;
         let dg = packed.narrow(0, total, c)?.reshape(g.shape())?;
@@ -150,10 +164,13 @@ impl CustomOp3 for BatchNormTrain {
     }
 }
 
-/// `(x, dy, γ) → [dx (flattened), dγ, dβ]` packed in one vector.
+/// `(x, dy, y) → [dx (flattened), dγ, dβ]` packed in one vector; `y` masks `dy` when the
+/// forward applied ReLU.
 struct BatchNormBackward {
     eps: f64,
+    relu: bool,
     stats: Vec<(f64, f64)>,
+    gamma: Vec<f64>,
 }
 
 impl BatchNormBackward {
@@ -161,12 +178,21 @@ impl BatchNormBackward {
         &self,
         x: &[T],
         dy: &[T],
-        g: &[T],
+        y: &[T],
         n: usize,
         c: usize,
         s: usize,
     ) -> Vec<T> {
         let m = (n * s) as f64;
+        // dy after the ReLU mask
+        let relu = self.relu;
+        let grad = move |d: &T, y: &T| {
+            if relu && y.to_f64() <= 0.0 {
+                0.0
+            } else {
+                d.to_f64()
+            }
+        };
         let sums: Vec<(f64, f64)> = (0..c)
             .into_par_iter()
             .map(|ch| {
@@ -175,8 +201,8 @@ impl BatchNormBackward {
                 let (mut sdy, mut sdyx) = (0.0, 0.0);
                 for i in 0..n {
                     let o = (i * c + ch) * s;
-                    for (xv, dv) in x[o..o + s].iter().zip(&dy[o..o + s]) {
-                        let d = dv.to_f64();
+                    for ((xv, dv), yv) in x[o..o + s].iter().zip(&dy[o..o + s]).zip(&y[o..o + s]) {
+                        let d = grad(dv, yv);
                         sdy += d;
                         sdyx += d * (xv.to_f64() - mean) * inv;
                     }
@@ -194,14 +220,16 @@ impl BatchNormBackward {
                 let (mean, var) = self.stats[ch];
                 let inv = 1.0 / (var + self.eps).sqrt();
                 let (sdy, sdyx) = sums[ch];
-                let k = g[ch].to_f64() * inv;
-                for ((o, xv), dv) in dx
+                let k = self.gamma[ch] * inv;
+                let r = i * s..(i + 1) * s;
+                for (((o, xv), dv), yv) in dx
                     .iter_mut()
-                    .zip(&x[i * s..(i + 1) * s])
-                    .zip(&dy[i * s..(i + 1) * s])
+                    .zip(&x[r.clone()])
+                    .zip(&dy[r.clone()])
+                    .zip(&y[r])
                 {
                     let xhat = (xv.to_f64() - mean) * inv;
-                    *o = T::from_f64(k * (dv.to_f64() - sdy / m - xhat * sdyx / m));
+                    *o = T::from_f64(k * (grad(dv, yv) - sdy / m - xhat * sdyx / m));
                 }
             });
         for (ch, (sdy, sdyx)) in sums.into_iter().enumerate() {
@@ -228,21 +256,21 @@ impl CustomOp3 for BatchNormBackward {
     ) -> Result<(CpuStorage, Shape)> {
         let (n, c, s) = ncs(l1.shape())?;
         let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(dy), CpuStorage::F32(g)) => {
+            (CpuStorage::F32(x), CpuStorage::F32(dy), CpuStorage::F32(y)) => {
                 CpuStorage::F32(self.run(
                     slice(x, l1, "x")?,
                     slice(dy, l2, "dy")?,
-                    slice(g, l3, "weight")?,
+                    slice(y, l3, "y")?,
                     n,
                     c,
                     s,
                 ))
             }
-            (CpuStorage::F64(x), CpuStorage::F64(dy), CpuStorage::F64(g)) => {
+            (CpuStorage::F64(x), CpuStorage::F64(dy), CpuStorage::F64(y)) => {
                 CpuStorage::F64(self.run(
                     slice(x, l1, "x")?,
                     slice(dy, l2, "dy")?,
-                    slice(g, l3, "weight")?,
+                    slice(y, l3, "y")?,
                     n,
                     c,
                     s,

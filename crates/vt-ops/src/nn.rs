@@ -306,8 +306,14 @@ impl BatchNorm {
     }
 }
 
-impl ModuleT for BatchNorm {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+impl BatchNorm {
+    /// `relu(bn(x))`. In train mode on the CPU one fused op, which keeps only its input and
+    /// output for the backward (as PyTorch's in-place ReLU does).
+    pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_act(x, train, true)
+    }
+
+    fn forward_act(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         let rank = x.rank();
         let c = self.weight.dim(0)?;
         if rank < 2 || x.dim(1)? != c {
@@ -316,9 +322,12 @@ impl ModuleT for BatchNorm {
         let mut bshape = vec![1usize; rank];
         bshape[1] = c;
         let col = |t: &Tensor| t.reshape(bshape.as_slice());
+        let act = |y: Tensor| if relu { y.relu() } else { Ok(y) };
         if !train {
             let (scale, shift) = self.eval_affine()?;
-            return x.broadcast_mul(&col(&scale)?)?.broadcast_add(&col(&shift)?);
+            return act(x
+                .broadcast_mul(&col(&scale)?)?
+                .broadcast_add(&col(&shift)?)?);
         }
         let n = x.elem_count() / c;
         if n < 2 {
@@ -332,6 +341,7 @@ impl ModuleT for BatchNorm {
         let (y, mean, var) = if self.fused && crate::cpu_kernels(x.device()) {
             let op = crate::batch_norm::BatchNormTrain {
                 eps: self.eps,
+                relu,
                 stats: Default::default(),
             };
             let stats = op.stats.clone();
@@ -350,13 +360,23 @@ impl ModuleT for BatchNorm {
             let var = xc.sqr()?.mean_keepdim(dims.as_slice())?;
             let scale = col(&self.weight)?.broadcast_div(&(&var + self.eps)?.sqrt()?)?;
             let y = xc.broadcast_mul(&scale)?.broadcast_add(&col(&self.bias)?)?;
-            (y, mean.detach().flatten_all()?, var.detach().flatten_all()?)
+            (
+                act(y)?,
+                mean.detach().flatten_all()?,
+                var.detach().flatten_all()?,
+            )
         };
         self.running_mean
             .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
         self.running_var
             .set(&((self.running_var.as_tensor() * (1.0 - m))? + (var * (m * unbiased))?)?)?;
         Ok(y)
+    }
+}
+
+impl ModuleT for BatchNorm {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_act(x, train, false)
     }
 }
 
@@ -522,7 +542,7 @@ mod tests {
     #[test]
     fn batch_norm_gradient_fused_and_composite() -> Result<()> {
         let dev = Device::Cpu;
-        for fused in [true, false] {
+        for (fused, relu) in [(true, false), (false, false), (true, true), (false, true)] {
             crate::gradcheck::check_gradient(
                 &[vec![3usize, 2, 2, 3], vec![2], vec![2]],
                 DType::F64,
@@ -537,7 +557,7 @@ mod tests {
                     let w = Tensor::arange(0f64, 36., &dev)?
                         .reshape((3, 2, 2, 3))?
                         .sin()?;
-                    (bn.forward_t(&xs[0], true)? * w)?.sum_all()
+                    (bn.forward_act(&xs[0], true, relu)? * w)?.sum_all()
                 },
             )?;
         }
@@ -547,17 +567,30 @@ mod tests {
     #[test]
     fn fused_batch_norm_equals_composite() -> Result<()> {
         let dev = Device::Cpu;
-        for shape in [vec![4usize, 5, 3, 7], vec![2, 6, 9]] {
+        for (shape, relu) in [
+            (vec![4usize, 5, 3, 7], false),
+            (vec![2, 6, 9], false),
+            (vec![4, 5, 3, 7], true),
+        ] {
             let x = crate::Rng::new(1).normal_vec(shape.iter().product(), 0.5, 2.0);
-            let x = Tensor::from_vec(x, shape.as_slice(), &dev)?;
-            let run = |fused: bool| -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+            let x = candle_core::Var::from_vec(x, shape.as_slice(), &dev)?;
+            let seed = crate::Rng::new(2).normal_vec(x.elem_count(), 0.0, 1.0);
+            let seed = Tensor::from_vec(seed, shape.as_slice(), &dev)?;
+            let run = |fused: bool| -> Result<[Vec<f32>; 4]> {
                 let store = VarStore::seeded(0, DType::F32, &dev);
                 let bn = BatchNorm::new(shape[1], store.var_builder())?.with_fused(fused);
-                let y = bn.forward_t(&x, true)?.flatten_all()?.to_vec1::<f32>()?;
-                Ok((y, bn.running_mean().to_vec1()?, bn.running_var().to_vec1()?))
+                let y = bn.forward_act(&x, true, relu)?;
+                let dx = (&y * &seed)?.sum_all()?.backward()?.remove(&x).unwrap();
+                let flat = |t: Tensor| t.flatten_all()?.to_vec1::<f32>();
+                Ok([
+                    flat(y)?,
+                    flat(dx)?,
+                    bn.running_mean().to_vec1()?,
+                    bn.running_var().to_vec1()?,
+                ])
             };
             let (a, b) = (run(true)?, run(false)?);
-            for (u, v) in [(&a.0, &b.0), (&a.1, &b.1), (&a.2, &b.2)] {
+            for (u, v) in a.iter().zip(&b) {
                 let d = u
                     .iter()
                     .zip(v)
