@@ -83,6 +83,16 @@ fn load() -> String {
         .unwrap_or_default()
 }
 
+/// The PyTorch side, `benches/peer/models.py`: in the checkout this binary was built from, or
+/// else under the current directory (a binary carried to another machine).
+fn peer_script() -> PathBuf {
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../benches/peer/models.py");
+    match built.exists() {
+        true => built,
+        false => PathBuf::from("benches/peer/models.py"),
+    }
+}
+
 /// One vt workload in this process.
 fn single(spec: &str, batch: usize, iters: usize, device: &str) -> Result<Timing> {
     let parts: Vec<&str> = spec.split(':').collect();
@@ -184,7 +194,7 @@ pub fn run(args: Args) -> Result<()> {
         let Some(py) = &args.python else {
             return Ok(None);
         };
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../benches/peer/models.py");
+        let script = peer_script();
         let mut cmd = Command::new(py);
         cmd.arg(&script).args([
             "--model",
