@@ -240,9 +240,19 @@ impl Geometry {
     fn pointwise(&self) -> bool {
         self.win.k == 1 && self.win.stride == 1 && self.win.pad == 0
     }
-    /// Samples per tile.
-    fn tile(&self) -> usize {
-        MIN_COLS.div_ceil(self.l()).clamp(1, self.n.max(1))
+    /// `(samples per tile, tiles in parallel, GEMM threads)`. Tiles hold at least
+    /// [`MIN_COLS`] columns where the batch allows; they run in parallel, single-threaded, when
+    /// there are enough to share evenly between the threads, otherwise one after another with
+    /// a multithreaded GEMM.
+    fn plan(&self) -> (usize, bool, usize) {
+        let threads = rayon::current_num_threads();
+        let n = self.n.max(1);
+        let mut tiles = (n / MIN_COLS.div_ceil(self.l())).max(1);
+        let outer = threads > 1 && tiles >= threads;
+        if outer {
+            tiles -= tiles % threads;
+        }
+        (n.div_ceil(tiles), outer, if outer { 1 } else { threads })
     }
     fn x_dims(&self) -> (usize, usize, usize, usize) {
         (self.n, self.c, self.h, self.w)
@@ -252,18 +262,6 @@ impl Geometry {
     }
     fn y_dims(&self) -> (usize, usize, usize, usize) {
         (self.n, self.o, self.ho, self.wo)
-    }
-
-    /// `(tiles in parallel, GEMM threads)`: tiles run in parallel when there are enough of
-    /// them to share evenly, otherwise the GEMM is the parallel part.
-    fn threads(&self) -> (bool, usize) {
-        let threads = rayon::current_num_threads();
-        let tiles = self.n.div_ceil(self.tile());
-        if threads > 1 && tiles >= threads && (tiles % threads == 0 || tiles >= 4 * threads) {
-            (true, 1)
-        } else {
-            (false, threads)
-        }
     }
 
     /// The column matrix `(C·k², t·L)` of samples `s0..s0+t` into `cols`; column `j·L + p`
@@ -309,8 +307,7 @@ impl Geometry {
 
     fn forward<T: Float>(&self, x: &[T], wt: &[T]) -> Vec<T> {
         let (o, l, kg, og) = (self.o, self.l(), self.kg(), self.og());
-        let tile = self.tile();
-        let (outer, inner) = self.threads();
+        let (tile, outer, inner) = self.plan();
         let mut y = vec![T::default(); self.n * o * l];
         let run = |(ti, y_t): (usize, &mut [T]), (cols, tmp): &mut (Vec<T>, Vec<T>)| {
             let (s0, t) = (ti * tile, y_t.len() / (o * l));
@@ -376,9 +373,8 @@ impl Geometry {
     /// `dW = Σ_t dY_t · cols(X_t)ᵀ`, shaped like the weight.
     fn weight_grad<T: Float>(&self, x: &[T], dy: &[T]) -> Vec<T> {
         let (l, kg, og) = (self.l(), self.kg(), self.og());
-        let tile = self.tile();
+        let (tile, outer, inner) = self.plan();
         let tiles = self.n.div_ceil(tile);
-        let (outer, inner) = self.threads();
         // each part sums a contiguous run of tiles into its own accumulator
         let parts = if outer {
             rayon::current_num_threads()
@@ -437,8 +433,7 @@ impl Geometry {
     fn input_grad<T: Float>(&self, dy: &[T], wt: &[T]) -> Vec<T> {
         let (c, l, kg, og, kk) = (self.c, self.l(), self.kg(), self.og(), self.kk());
         let hw = self.h * self.w;
-        let tile = self.tile();
-        let (outer, inner) = self.threads();
+        let (tile, outer, inner) = self.plan();
         let mut dx = vec![T::default(); self.n * c * hw];
         let run = |(ti, dx_t): (usize, &mut [T]), (gcols, dyb): &mut (Vec<T>, Vec<T>)| {
             let (s0, t) = (ti * tile, dx_t.len() / (c * hw));
