@@ -1,6 +1,6 @@
 //! Kernel benches: every distinct conv shape of ResNet-18 and ResNet-50 (224 px stages, batch
-//! 8), forward and forward+backward, vt's im2col+GEMM against candle's built-in conv2d; batch
-//! norm fused vs composite; one VT module; and the GEMM roof (1024³ matmul). Throughput is in
+//! 8), forward and forward+backward, vt's conv op against candle's built-in conv2d; batch
+//! norm (and BN + ReLU) fused vs composite; one VT module; and the GEMM roof (1024³ matmul). Throughput is in
 //! FLOPs (2 per MAC), so criterion's "elem/s" reads as FLOP/s against the roof.
 
 use candle_core::{DType, Device, ModuleT, Tensor, Var};
@@ -106,20 +106,29 @@ fn batch_norm(c: &mut Criterion) {
     let x = Var::from_tensor(&rand(&[32, 64, 56, 56], 5)).unwrap();
     let mut g = c.benchmark_group("ops/batch_norm");
     g.sample_size(10).measurement_time(Duration::from_secs(3));
-    for fused in [true, false] {
+    // BN alone, and BN + ReLU (one op when fused; BN then candle's relu when composite)
+    for (fused, relu) in [(true, false), (false, false), (true, true), (false, true)] {
         let store = VarStore::seeded(0, DType::F32, &Device::Cpu);
         let bn = BatchNorm::new(64, store.var_builder())
             .unwrap()
             .with_fused(fused);
-        let name = if fused { "vt_fused" } else { "composite" };
+        let name = match (fused, relu) {
+            (true, false) => "vt_fused",
+            (false, false) => "composite",
+            (true, true) => "vt_fused_relu",
+            (false, true) => "composite_relu",
+        };
         g.bench_function(format!("train_fwd_bwd/{name}/32x64x56x56/f32/cpu"), |b| {
             b.iter(|| {
-                bn.forward_t(x.as_tensor(), true)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .backward()
-                    .unwrap()
+                match relu {
+                    true => bn.forward_relu_t(x.as_tensor(), true),
+                    false => bn.forward_t(x.as_tensor(), true),
+                }
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap()
             })
         });
     }

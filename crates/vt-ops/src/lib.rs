@@ -4,11 +4,11 @@
 //! Transformer models of vt. Each op has a forward and a backward, checked by finite
 //! differences ([`gradcheck`]). Depends only on candle; every other vt crate builds on it.
 //!
-//! * [`pool`]: max / average pooling with padding and overlapping windows;
+//! * [`pool`]: max / average pooling with padding and overlapping windows (one op on the CPU);
 //! * [`resize`]: bilinear (PyTorch, `align_corners=False`) and nearest resize, adaptive pooling;
 //! * [`softmax`]: softmax / log-softmax along any axis;
-//! * [`batch_norm`]: fused CPU batch norm (train mode) with its backward;
-//! * [`conv`]: CPU convolution as im2col + GEMM with a fast backward;
+//! * [`batch_norm`]: fused CPU batch norm (train mode, optionally + ReLU) with its backward;
+//! * [`conv`]: CPU convolution as one op (tiled im2col + GEMM), columns recomputed in the backward;
 //! * [`nn`]: conv2d, grouped 1x1 conv, linear, batch norm, dropout, drop-path;
 //! * [`store`]: seeded initialisation and checked weight loading (one error lists every bad key);
 //! * [`rng`]: the seeded generator and the mask source of stochastic layers;
@@ -31,8 +31,8 @@ pub use rng::{NoiseSource, Rng};
 pub use softmax::{log_softmax, softmax};
 pub use store::VarStore;
 
-/// The one place that chooses between vt's CPU kernels (conv2d as im2col + GEMM, fused batch
-/// norm) and candle's own ops: vt's on the CPU, candle's on other devices. Setting the
+/// The one place that chooses between vt's CPU kernels (conv2d, fused batch norm, max pooling)
+/// and candle's own ops: vt's on the CPU, candle's on other devices. Setting the
 /// environment variable `VT_CPU_KERNELS=candle` selects candle's ops on the CPU too (for
 /// comparisons such as `cargo xtask bench-peer`).
 pub fn cpu_kernels(device: &candle_core::Device) -> bool {
