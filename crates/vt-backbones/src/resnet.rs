@@ -33,21 +33,23 @@ fn conv(cin: usize, cout: usize, k: usize, stride: usize, vb: VarBuilder) -> Res
 struct ConvBn {
     conv: Conv2d,
     bn: BatchNorm,
+    /// Followed by a ReLU (every pair but a block's last and the shortcut's).
+    relu: bool,
 }
 
 impl ConvBn {
-    /// Conv → BN, then ReLU when `relu`. In train mode BN and ReLU are one op; in eval mode
-    /// the BN is folded into the conv (one pass over the activations).
-    fn forward_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+    /// Conv → BN (→ ReLU). In train mode BN and ReLU are one op; in eval mode the BN is
+    /// folded into the conv (one pass over the activations).
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if train {
             let y = self.conv.forward(x)?;
-            match relu {
+            match self.relu {
                 true => self.bn.forward_relu_t(&y, train),
                 false => self.bn.forward_t(&y, train),
             }
         } else {
             let y = self.conv.forward_folded(x, &self.bn)?;
-            if relu {
+            if self.relu {
                 y.relu()
             } else {
                 Ok(y)
@@ -91,6 +93,7 @@ impl Block {
                 Ok(ConvBn {
                     conv: conv(a, b, k, s, vb.pp(format!("conv{}", i + 1)))?,
                     bn: BatchNorm::new(b, vb.pp(format!("bn{}", i + 1)))?,
+                    relu: i + 1 < shapes.len(),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -99,6 +102,7 @@ impl Block {
             Some(ConvBn {
                 conv: conv(cin, cout, 1, stride, d.pp(0))?,
                 bn: BatchNorm::new(cout, d.pp(1))?,
+                relu: false,
             })
         } else {
             None
@@ -112,13 +116,12 @@ impl Block {
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let identity = match &self.downsample {
-            Some(d) => d.forward_t(x, train, false)?,
+            Some(d) => d.forward_t(x, train)?,
             None => x.clone(),
         };
-        let last = self.convs.len() - 1;
         let mut y = x.clone();
-        for (i, cb) in self.convs.iter().enumerate() {
-            y = cb.forward_t(&y, train, i < last)?;
+        for cb in &self.convs {
+            y = cb.forward_t(&y, train)?;
         }
         (self.drop_path.forward_t(&y, train)? + identity)?.relu()
     }
@@ -163,6 +166,7 @@ impl ResNet {
         let stem = ConvBn {
             conv: conv(cfg.in_channels, cfg.stem_width, k, s, vb.pp("conv1"))?,
             bn: BatchNorm::new(cfg.stem_width, vb.pp("bn1"))?,
+            relu: true,
         };
         let total_blocks: usize = cfg.layers.iter().sum();
         let mut index = 0;
@@ -236,7 +240,7 @@ impl ResNet {
                 x.shape()
             );
         }
-        let mut x = self.stem.forward_t(x, train, true)?;
+        let mut x = self.stem.forward_t(x, train)?;
         if self.cfg.stem == Stem::Imagenet {
             x = max_pool2d(&x, 3, 2, 1)?;
         }

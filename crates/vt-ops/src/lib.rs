@@ -9,7 +9,8 @@
 //! * [`softmax`]: softmax / log-softmax along any axis;
 //! * [`batch_norm`]: fused CPU batch norm (train mode, optionally + ReLU) with its backward;
 //! * [`conv`]: CPU convolution as one op (tiled im2col + GEMM), columns recomputed in the backward;
-//! * [`nn`]: conv2d, grouped 1x1 conv, linear, batch norm, dropout, drop-path;
+//! * [`nn`]: conv2d, grouped 1x1 conv, linear, batch norm;
+//! * [`stochastic`]: dropout and drop-path;
 //! * [`store`]: seeded initialisation and checked weight loading (one error lists every bad key);
 //! * [`rng`]: the seeded generator and the mask source of stochastic layers;
 //! * [`cost`]: MAC and parameter accounting.
@@ -18,17 +19,20 @@ pub mod batch_norm;
 pub mod conv;
 pub mod cost;
 pub mod gradcheck;
+mod im2col;
 pub mod nn;
 pub mod pool;
 pub mod resize;
 pub mod rng;
 pub mod softmax;
+pub mod stochastic;
 pub mod store;
 
 pub use cost::{Cost, CostBreakdown};
-pub use nn::{BatchNorm, Conv1x1, Conv2d, Conv2dConfig, DropPath, Dropout, Linear};
+pub use nn::{BatchNorm, Conv1x1, Conv2d, Conv2dConfig, Linear};
 pub use rng::{NoiseSource, Rng};
 pub use softmax::{log_softmax, softmax};
+pub use stochastic::{DropPath, Dropout};
 pub use store::VarStore;
 
 /// The one place that chooses between vt's CPU kernels (conv2d, fused batch norm, max pooling)

@@ -1,11 +1,11 @@
 //! The leaf layers every vt model is built from: convolutions (2-d, and the 1x1 "Conv1d" of the
-//! VT modules, grouped as a batched matmul), linear, batch norm, dropout and drop-path.
+//! VT modules, grouped as a batched matmul), linear and batch norm (dropout and drop-path live
+//! in [`crate::stochastic`]).
 //!
 //! Each initialises as PyTorch does by default (`U(±1/√fan_in)` for weights and biases), takes
 //! its parameters from a `VarBuilder` under PyTorch names, and reports its [`Cost`].
 
 use crate::cost::Cost;
-use crate::rng::{hash_str, NoiseSource};
 use candle_core::{bail, Module, ModuleT, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
@@ -380,82 +380,11 @@ impl ModuleT for BatchNorm {
     }
 }
 
-/// Inverted dropout with masks from the model's [`NoiseSource`]; the identity in eval mode.
-#[derive(Clone, Debug)]
-pub struct Dropout {
-    p: f64,
-    id: u64,
-    noise: NoiseSource,
-}
-
-impl Dropout {
-    /// `name` identifies the layer's mask stream (use the module path).
-    pub fn new(p: f64, name: &str, noise: &NoiseSource) -> Result<Self> {
-        if !(0.0..1.0).contains(&p) {
-            bail!("dropout probability {p} at {name} is outside [0, 1)");
-        }
-        Ok(Self {
-            p,
-            id: hash_str(name),
-            noise: noise.clone(),
-        })
-    }
-}
-
-impl ModuleT for Dropout {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if !train || self.p == 0.0 {
-            return Ok(x.clone());
-        }
-        x * self
-            .noise
-            .keep_mask(self.id, x.shape(), 1.0 - self.p, x.device())?
-    }
-}
-
-/// Drop-path (stochastic depth) on a residual branch: in train mode each sample's branch is
-/// zeroed with probability `p` and scaled by `1/(1−p)` otherwise; the identity in eval mode.
-/// Formula and placement as timm's `drop_path`.
-#[derive(Clone, Debug)]
-pub struct DropPath {
-    p: f64,
-    id: u64,
-    noise: NoiseSource,
-}
-
-impl DropPath {
-    pub fn new(p: f64, name: &str, noise: &NoiseSource) -> Result<Self> {
-        if !(0.0..1.0).contains(&p) {
-            bail!("drop-path probability {p} at {name} is outside [0, 1)");
-        }
-        Ok(Self {
-            p,
-            id: hash_str(name),
-            noise: noise.clone(),
-        })
-    }
-}
-
-impl ModuleT for DropPath {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if !train || self.p == 0.0 {
-            return Ok(x.clone());
-        }
-        let mut shape = vec![1usize; x.rank()];
-        shape[0] = x.dim(0)?;
-        x.broadcast_mul(
-            &self
-                .noise
-                .keep_mask(self.id, shape, 1.0 - self.p, x.device())?,
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::VarStore;
-    use candle_core::{DType, Device, D};
+    use candle_core::{DType, Device};
 
     #[test]
     fn grouped_conv1x1_equals_conv1d() -> Result<()> {
@@ -599,29 +528,6 @@ mod tests {
                 assert!(d < 1e-5, "{shape:?}: {d}");
             }
         }
-        Ok(())
-    }
-
-    #[test]
-    fn drop_path_scales_in_train_and_is_identity_in_eval() -> Result<()> {
-        let dev = Device::Cpu;
-        let noise = NoiseSource::new(0);
-        let dp = DropPath::new(0.25, "layer1.0", &noise)?;
-        let x = Tensor::ones((4000, 3), DType::F32, &dev)?;
-        assert_eq!(
-            dp.forward_t(&x, false)?.sum_all()?.to_scalar::<f32>()?,
-            12000.0
-        );
-        let y = dp.forward_t(&x, true)?;
-        let rows = y.max(D::Minus1)?.to_vec1::<f32>()?;
-        assert!(rows
-            .iter()
-            .all(|&v| v == 0.0 || (v - 4.0 / 3.0).abs() < 1e-6));
-        let kept = rows.iter().filter(|&&v| v > 0.0).count() as f64 / 4000.0;
-        assert!((kept - 0.75).abs() < 0.03, "{kept}");
-        // every element of a sample shares the sample's mask
-        let v = y.to_vec2::<f32>()?;
-        assert!(v.iter().all(|r| r.iter().all(|&e| e == r[0])));
         Ok(())
     }
 }

@@ -1,0 +1,109 @@
+//! The gather under a convolution window (im2col) and its adjoint (col2im), one plane at a
+//! time, for [`crate::conv`].
+
+/// Window geometry along one axis (square kernels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Window {
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub dilation: usize,
+}
+
+impl Window {
+    pub fn out(&self, n: usize) -> usize {
+        (n + 2 * self.pad - self.dilation * (self.k - 1) - 1) / self.stride + 1
+    }
+
+    /// For kernel offset `kd` along an axis of input size `n`: the output positions whose
+    /// source `o·stride − pad + kd·dilation` lies inside `[0, n)`, as a half-open range.
+    pub fn valid(&self, kd: usize, n: usize, n_out: usize) -> (usize, usize) {
+        let off = kd * self.dilation;
+        // o·s + off ≥ pad  and  o·s + off < n + pad
+        let lo = if off >= self.pad {
+            0
+        } else {
+            (self.pad - off).div_ceil(self.stride)
+        };
+        let hi = if n + self.pad > off {
+            ((n + self.pad - off - 1) / self.stride + 1).min(n_out)
+        } else {
+            0
+        };
+        (lo.min(hi), hi)
+    }
+}
+
+/// Writes the k² tap rows of one input plane; row r starts at `dst[r·row_stride]`.
+pub(crate) fn im2col_plane<T: Copy + Default>(
+    w: &Window,
+    src: &[T],
+    h: usize,
+    wd: usize,
+    dst: &mut [T],
+    row_stride: usize,
+) {
+    let (ho, wo) = (w.out(h), w.out(wd));
+    let l = ho * wo;
+    for ky in 0..w.k {
+        let (oy0, oy1) = w.valid(ky, h, ho);
+        for kx in 0..w.k {
+            let (ox0, ox1) = w.valid(kx, wd, wo);
+            let r = ky * w.k + kx;
+            let row = &mut dst[r * row_stride..r * row_stride + l];
+            for oy in 0..ho {
+                let out = &mut row[oy * wo..(oy + 1) * wo];
+                if oy < oy0 || oy >= oy1 || ox0 >= ox1 {
+                    out.fill(T::default());
+                    continue;
+                }
+                let iy = oy * w.stride + ky * w.dilation - w.pad;
+                let line = &src[iy * wd..(iy + 1) * wd];
+                out[..ox0].fill(T::default());
+                out[ox1..].fill(T::default());
+                let ix0 = ox0 * w.stride + kx * w.dilation - w.pad;
+                if w.stride == 1 {
+                    out[ox0..ox1].copy_from_slice(&line[ix0..ix0 + (ox1 - ox0)]);
+                } else {
+                    for (j, o) in out[ox0..ox1].iter_mut().enumerate() {
+                        *o = line[ix0 + j * w.stride];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sums the k² tap rows back into one plane (overwriting it); row r starts at
+/// `cols[r·row_stride]`.
+pub(crate) fn col2im_plane<T: Copy + Default + std::ops::AddAssign>(
+    w: &Window,
+    cols: &[T],
+    h: usize,
+    wd: usize,
+    dst: &mut [T],
+    row_stride: usize,
+) {
+    let (ho, wo) = (w.out(h), w.out(wd));
+    let l = ho * wo;
+    dst.fill(T::default());
+    for ky in 0..w.k {
+        let (oy0, oy1) = w.valid(ky, h, ho);
+        for kx in 0..w.k {
+            let (ox0, ox1) = w.valid(kx, wd, wo);
+            if ox0 >= ox1 {
+                continue;
+            }
+            let r = ky * w.k + kx;
+            let row = &cols[r * row_stride..r * row_stride + l];
+            for oy in oy0..oy1 {
+                let iy = oy * w.stride + ky * w.dilation - w.pad;
+                let ix0 = ox0 * w.stride + kx * w.dilation - w.pad;
+                let line = &mut dst[iy * wd..(iy + 1) * wd];
+                for (j, &v) in row[oy * wo + ox0..oy * wo + ox1].iter().enumerate() {
+                    line[ix0 + j * w.stride] += v;
+                }
+            }
+        }
+    }
+}
