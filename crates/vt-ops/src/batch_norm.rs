@@ -9,17 +9,11 @@
 //! With `relu` set the op is BN followed by ReLU: the forward clamps as it writes, and the
 //! backward masks `dy` by `y > 0` as it reads, so the pre-activation is never stored.
 
+use crate::contiguous_data;
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
-
-fn slice<'a, T>(v: &'a [T], l: &Layout, what: &str) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => bail!("batch norm kernel: {what} must be contiguous"),
-    }
-}
 
 /// `(N, C, S)` sizes of a contiguous `(N, C, ...)` tensor.
 fn ncs(shape: &Shape) -> Result<(usize, usize, usize)> {
@@ -117,9 +111,9 @@ impl CustomOp3 for BatchNormTrain {
         let out = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(b)) => {
                 CpuStorage::F32(self.forward(
-                    slice(x, l1, "x")?,
-                    slice(g, l2, "weight")?,
-                    slice(b, l3, "bias")?,
+                    contiguous_data(x, l1, "batch norm x")?,
+                    contiguous_data(g, l2, "batch norm weight")?,
+                    contiguous_data(b, l3, "batch norm bias")?,
                     n,
                     c,
                     s,
@@ -127,9 +121,9 @@ impl CustomOp3 for BatchNormTrain {
             }
             (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(b)) => {
                 CpuStorage::F64(self.forward(
-                    slice(x, l1, "x")?,
-                    slice(g, l2, "weight")?,
-                    slice(b, l3, "bias")?,
+                    contiguous_data(x, l1, "batch norm x")?,
+                    contiguous_data(g, l2, "batch norm weight")?,
+                    contiguous_data(b, l3, "batch norm bias")?,
                     n,
                     c,
                     s,
@@ -258,9 +252,9 @@ impl CustomOp3 for BatchNormBackward {
         let out = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(dy), CpuStorage::F32(y)) => {
                 CpuStorage::F32(self.run(
-                    slice(x, l1, "x")?,
-                    slice(dy, l2, "dy")?,
-                    slice(y, l3, "y")?,
+                    contiguous_data(x, l1, "batch norm x")?,
+                    contiguous_data(dy, l2, "batch norm dy")?,
+                    contiguous_data(y, l3, "batch norm y")?,
                     n,
                     c,
                     s,
@@ -268,9 +262,9 @@ impl CustomOp3 for BatchNormBackward {
             }
             (CpuStorage::F64(x), CpuStorage::F64(dy), CpuStorage::F64(y)) => {
                 CpuStorage::F64(self.run(
-                    slice(x, l1, "x")?,
-                    slice(dy, l2, "dy")?,
-                    slice(y, l3, "y")?,
+                    contiguous_data(x, l1, "batch norm x")?,
+                    contiguous_data(dy, l2, "batch norm dy")?,
+                    contiguous_data(y, l3, "batch norm y")?,
                     n,
                     c,
                     s,

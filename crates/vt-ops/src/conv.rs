@@ -16,6 +16,7 @@
 //! Groups are offsets into the same matrices. Other devices keep candle's own conv2d
 //! ([`conv2d`] selects).
 
+use crate::contiguous_data;
 use crate::im2col::{col2im_plane, im2col_plane, Window};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
@@ -397,13 +398,6 @@ impl Geometry {
     }
 }
 
-fn contiguous<'a, T>(v: &'a [T], layout: &Layout, what: &str) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => bail!("{what} needs a contiguous input"),
-    }
-}
-
 /// Checks two operands against the shapes the geometry expects and runs `$f` on their f32 or
 /// f64 data; `$f` returns the output `Vec`.
 macro_rules! run_float {
@@ -420,11 +414,17 @@ macro_rules! run_float {
         }
         match ($s1, $s2) {
             (CpuStorage::F32(a), CpuStorage::F32(b)) => {
-                let ($a, $b) = (contiguous(a, $l1, $what)?, contiguous(b, $l2, $what)?);
+                let ($a, $b) = (
+                    contiguous_data(a, $l1, $what)?,
+                    contiguous_data(b, $l2, $what)?,
+                );
                 CpuStorage::F32($body)
             }
             (CpuStorage::F64(a), CpuStorage::F64(b)) => {
-                let ($a, $b) = (contiguous(a, $l1, $what)?, contiguous(b, $l2, $what)?);
+                let ($a, $b) = (
+                    contiguous_data(a, $l1, $what)?,
+                    contiguous_data(b, $l2, $what)?,
+                );
                 CpuStorage::F64($body)
             }
             (a, b) => bail!(
@@ -575,6 +575,11 @@ pub fn conv2d(
             x.shape()
         );
     }
+    let (ho, wo) = (win.out(h), win.out(wd));
+    if n == 0 || c == 0 || o == 0 {
+        // nothing to tile (and nothing to differentiate)
+        return Tensor::zeros((n, o, ho, wo), x.dtype(), x.device());
+    }
     let geometry = Geometry {
         win,
         groups,
@@ -583,8 +588,8 @@ pub fn conv2d(
         h,
         w: wd,
         o,
-        ho: win.out(h),
-        wo: win.out(wd),
+        ho,
+        wo,
     };
     x.contiguous()?
         .apply_op2(&w.contiguous()?, Conv2dOp(geometry))

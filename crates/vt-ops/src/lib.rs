@@ -44,3 +44,15 @@ pub fn cpu_kernels(device: &candle_core::Device) -> bool {
     device.is_cpu()
         && !*CANDLE.get_or_init(|| std::env::var("VT_CPU_KERNELS").is_ok_and(|v| v == "candle"))
 }
+
+/// The data of a contiguous CPU tensor, for the kernels; `what` names the operand in the error.
+pub(crate) fn contiguous_data<'a, T>(
+    v: &'a [T],
+    layout: &candle_core::Layout,
+    what: &str,
+) -> candle_core::Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("{what} needs a contiguous input"),
+    }
+}

@@ -7,6 +7,7 @@
 //! ([`MaxPool2dCpu`]) that keeps only its input and output for the backward: the taps form
 //! holds about 30 activation-sized tensors for a ResNet stem's 3×3 pool.
 
+use crate::contiguous_data;
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -151,12 +152,20 @@ impl CustomOp1 for MaxPool2dCpu {
         }
         let len = n * c * ho * wo;
         let y = match storage {
-            CpuStorage::F32(v) => {
-                CpuStorage::F32(run(self, contiguous(v, layout)?, (h, w), len, ho * wo))
-            }
-            CpuStorage::F64(v) => {
-                CpuStorage::F64(run(self, contiguous(v, layout)?, (h, w), len, ho * wo))
-            }
+            CpuStorage::F32(v) => CpuStorage::F32(run(
+                self,
+                contiguous_data(v, layout, "max_pool2d")?,
+                (h, w),
+                len,
+                ho * wo,
+            )),
+            CpuStorage::F64(v) => CpuStorage::F64(run(
+                self,
+                contiguous_data(v, layout, "max_pool2d")?,
+                (h, w),
+                len,
+                ho * wo,
+            )),
             other => bail!("max_pool2d: unsupported dtype {:?}", other.dtype()),
         };
         Ok((y, Shape::from((n, c, ho, wo))))
@@ -214,28 +223,21 @@ impl CustomOp3 for MaxPool2dBackward {
         let dx = match (s1, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(dy)) => CpuStorage::F32(run(
                 &self.0,
-                contiguous(x, l1)?,
-                contiguous(dy, l3)?,
+                contiguous_data(x, l1, "max_pool2d backward")?,
+                contiguous_data(dy, l3, "max_pool2d backward")?,
                 (h, w),
                 l,
             )),
             (CpuStorage::F64(x), CpuStorage::F64(dy)) => CpuStorage::F64(run(
                 &self.0,
-                contiguous(x, l1)?,
-                contiguous(dy, l3)?,
+                contiguous_data(x, l1, "max_pool2d backward")?,
+                contiguous_data(dy, l3, "max_pool2d backward")?,
                 (h, w),
                 l,
             )),
             (a, _) => bail!("max_pool2d backward: unsupported dtype {:?}", a.dtype()),
         };
         Ok((dx, l1.shape().clone()))
-    }
-}
-
-fn contiguous<'a, T>(v: &'a [T], layout: &Layout) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => bail!("max_pool2d needs a contiguous input"),
     }
 }
 
