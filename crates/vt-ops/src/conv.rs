@@ -99,6 +99,26 @@ fn gemm_acc<T: Float>(
     }
 }
 
+/// Runs `run((tile index, tile), scratch)` over the `chunk`-sized tiles of `out`: in parallel
+/// when `outer` (one pair of scratch buffers per rayon job), else in order.
+fn for_each_tile<T: Send, S: Default + Send>(
+    out: &mut [T],
+    chunk: usize,
+    outer: bool,
+    run: impl Fn((usize, &mut [T]), &mut S) + Sync,
+) {
+    if outer {
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each_init(S::default, |scratch, item| run(item, scratch));
+    } else {
+        let mut scratch = S::default();
+        out.chunks_mut(chunk)
+            .enumerate()
+            .for_each(|item| run(item, &mut scratch));
+    }
+}
+
 /// A GEMM should have at least this many columns; smaller maps batch several samples.
 const MIN_COLS: usize = 256;
 
@@ -251,17 +271,7 @@ impl Geometry {
                 }
             }
         };
-        let chunks = tile * o * l;
-        if outer {
-            y.par_chunks_mut(chunks)
-                .enumerate()
-                .for_each_init(Default::default, |buf, item| run(item, buf));
-        } else {
-            let mut buf = Default::default();
-            y.chunks_mut(chunks)
-                .enumerate()
-                .for_each(|item| run(item, &mut buf));
-        }
+        for_each_tile(&mut y, tile * o * l, outer, run);
         y
     }
 
@@ -383,17 +393,7 @@ impl Geometry {
                 }
             }
         };
-        let chunks = tile * c * hw;
-        if outer {
-            dx.par_chunks_mut(chunks)
-                .enumerate()
-                .for_each_init(Default::default, |buf, item| run(item, buf));
-        } else {
-            let mut buf = Default::default();
-            dx.chunks_mut(chunks)
-                .enumerate()
-                .for_each(|item| run(item, &mut buf));
-        }
+        for_each_tile(&mut dx, tile * c * hw, outer, run);
         dx
     }
 }
@@ -437,21 +437,30 @@ macro_rules! run_float {
     }};
 }
 
-/// `(x, w) → y`, differentiable in both.
-#[derive(Clone, Copy, Debug)]
-struct Conv2dOp(Geometry);
+/// Which product a [`ConvOp`] computes; only the forward is differentiable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    /// `(x, w) → y`
+    Forward,
+    /// `(dy, w) → dx`
+    InputGrad,
+    /// `(x, dy) → dw`
+    WeightGrad,
+}
 
-/// `(dy, w) → dx`.
 #[derive(Clone, Copy, Debug)]
-struct ConvInputGrad(Geometry);
+struct ConvOp {
+    geometry: Geometry,
+    pass: Pass,
+}
 
-/// `(x, dy) → dw`.
-#[derive(Clone, Copy, Debug)]
-struct ConvWeightGrad(Geometry);
-
-impl CustomOp2 for Conv2dOp {
+impl CustomOp2 for ConvOp {
     fn name(&self) -> &'static str {
-        "vt-conv2d"
+        match self.pass {
+            Pass::Forward => "vt-conv2d",
+            Pass::InputGrad => "vt-conv2d-input-grad",
+            Pass::WeightGrad => "vt-conv2d-weight-grad",
+        }
     }
 
     fn cpu_fwd(
@@ -461,14 +470,22 @@ impl CustomOp2 for Conv2dOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = &self.0;
-        let y = run_float!(
-            "conv2d",
-            (s1, l1, g.x_dims()),
-            (s2, l2, g.w_dims()),
-            |x, w| g.forward(x, w)
-        );
-        Ok((y, Shape::from(g.y_dims())))
+        let g = &self.geometry;
+        let (x, w, y) = (g.x_dims(), g.w_dims(), g.y_dims());
+        // (first operand, second operand, output) of each pass
+        let (d1, d2, out) = match self.pass {
+            Pass::Forward => (x, w, y),
+            Pass::InputGrad => (y, w, x),
+            Pass::WeightGrad => (x, y, w),
+        };
+        let result = run_float!(self.name(), (s1, l1, d1), (s2, l2, d2), |a, b| {
+            match self.pass {
+                Pass::Forward => g.forward(a, b),
+                Pass::InputGrad => g.input_grad(a, b),
+                Pass::WeightGrad => g.weight_grad(a, b),
+            }
+        });
+        Ok((result, Shape::from(out)))
     }
 
     fn bwd(
@@ -478,63 +495,24 @@ impl CustomOp2 for Conv2dOp {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        if self.pass != Pass::Forward {
+            bail!("{} has no backward", self.name());
+        }
         let dy = dy.contiguous()?;
+        let pass = |pass| ConvOp {
+            geometry: self.geometry,
+            pass,
+        };
         // an input image needs no gradient: skip the larger of the two GEMMs
         let dx = match x.track_op() {
-            true => Some(dy.apply_op2_no_bwd(w, &ConvInputGrad(self.0))?),
+            true => Some(dy.apply_op2_no_bwd(w, &pass(Pass::InputGrad))?),
             false => None,
         };
         let dw = match w.track_op() {
-            true => Some(x.apply_op2_no_bwd(&dy, &ConvWeightGrad(self.0))?),
+            true => Some(x.apply_op2_no_bwd(&dy, &pass(Pass::WeightGrad))?),
             false => None,
         };
         Ok((dx, dw))
-    }
-}
-
-impl CustomOp2 for ConvInputGrad {
-    fn name(&self) -> &'static str {
-        "vt-conv2d-input-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = &self.0;
-        let dx = run_float!(
-            "conv2d input gradient",
-            (s1, l1, g.y_dims()),
-            (s2, l2, g.w_dims()),
-            |dy, w| g.input_grad(dy, w)
-        );
-        Ok((dx, Shape::from(g.x_dims())))
-    }
-}
-
-impl CustomOp2 for ConvWeightGrad {
-    fn name(&self) -> &'static str {
-        "vt-conv2d-weight-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = &self.0;
-        let dw = run_float!(
-            "conv2d weight gradient",
-            (s1, l1, g.x_dims()),
-            (s2, l2, g.y_dims()),
-            |x, dy| g.weight_grad(x, dy)
-        );
-        Ok((dw, Shape::from(g.w_dims())))
     }
 }
 
@@ -591,6 +569,11 @@ pub fn conv2d(
         ho,
         wo,
     };
-    x.contiguous()?
-        .apply_op2(&w.contiguous()?, Conv2dOp(geometry))
+    x.contiguous()?.apply_op2(
+        &w.contiguous()?,
+        ConvOp {
+            geometry,
+            pass: Pass::Forward,
+        },
+    )
 }
