@@ -123,7 +123,7 @@ impl Block {
         for cb in &self.convs {
             y = cb.forward_t(&y, train)?;
         }
-        (self.drop_path.forward_t(&y, train)? + identity)?.relu()
+        vt_ops::residual::add_relu(&self.drop_path.forward_t(&y, train)?, &identity)
     }
 
     fn cost(&self, h: usize, w: usize) -> (Cost, (usize, usize)) {

@@ -5,6 +5,7 @@
 //! differences ([`gradcheck`]). Depends only on candle; every other vt crate builds on it.
 //!
 //! * [`pool`]: max / average pooling with padding and overlapping windows (one op on the CPU);
+//! * [`residual`]: `relu(a + b)`, the residual tail, as one CPU op;
 //! * [`resize`]: bilinear (PyTorch, `align_corners=False`) and nearest resize, adaptive pooling;
 //! * [`softmax`]: softmax / log-softmax along any axis;
 //! * [`batch_norm`]: fused CPU batch norm (train mode, optionally + ReLU) with its backward;
@@ -22,6 +23,7 @@ pub mod gradcheck;
 mod im2col;
 pub mod nn;
 pub mod pool;
+pub mod residual;
 pub mod resize;
 pub mod rng;
 pub mod softmax;
