@@ -5,8 +5,8 @@
 //! input under every kernel tap into a column matrix `(C·k², T·L)` (im2col), multiplies
 //! `W (O, C·k²)` by it, and writes the product straight into the NCHW output. Nothing of the
 //! column matrices outlives the tile: the backward recomputes them, so a training step keeps
-//! only the tensors PyTorch keeps (the input and the weight), and the tile buffers stay in
-//! cache. Tiles run in parallel with single-threaded GEMMs when there are enough of them,
+//! only the tensors PyTorch keeps (the input and the weight), and the tile buffers are reused
+//! from tile to tile. Tiles run in parallel with single-threaded GEMMs when there are enough of them,
 //! otherwise one after another with a multithreaded GEMM.
 //!
 //! * forward: `Y_t = W · cols(X_t)`;
