@@ -304,9 +304,7 @@ impl BatchNorm {
         let shift = (&self.bias - (self.running_mean.as_tensor().detach() * &scale)?)?;
         Ok((scale, shift))
     }
-}
 
-impl BatchNorm {
     /// `relu(bn(x))`. In train mode on the CPU one fused op, which keeps only its input and
     /// output for the backward (as PyTorch's in-place ReLU does).
     pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
