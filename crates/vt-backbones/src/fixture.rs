@@ -6,7 +6,9 @@
 //! so any fixture the script makes can be checked, not only the committed ones.
 
 use crate::config::{vt_stack, BlockKind, ResNetConfig, Stem};
+use crate::fpn::{Fpn, Neck, SemSegFpnHead, VtFpn, VtFpnConfig};
 use crate::resnet::ResNet;
+use crate::semantic::{NeckConfig, SemanticFpn, SemanticFpnConfig};
 use candle_core::{bail, DType, Device, Result, Tensor, Var};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -61,6 +63,9 @@ impl ParityReport {
     }
 }
 
+/// The pyramid levels of the segmentation fixtures (inputs `c2..c5`, outputs `p2..p5`).
+const LEVELS: [&str; 4] = ["p2", "p3", "p4", "p5"];
+
 const ROLES: [&str; 6] = ["input.", "output.", "aux.", "grad_seed.", "grad.", "after."];
 
 fn kwargs_usize(kw: &Map<String, Value>, key: &str, default: usize) -> Result<usize> {
@@ -99,6 +104,9 @@ enum Module {
     Projector(Projector),
     Vt(VisualTransformer),
     ResNet(ResNet),
+    Neck(Neck),
+    SemSegHead(SemSegFpnHead),
+    SemanticFpn(SemanticFpn),
 }
 
 fn build(meta: &Value, vb: candle_nn::VarBuilder) -> Result<Module> {
@@ -156,6 +164,21 @@ fn build(meta: &Value, vb: candle_nn::VarBuilder) -> Result<Module> {
             )?)
         }
         "VTResNet" => Module::ResNet(ResNet::new(&vt_resnet_config(kw)?, vb)?),
+        "FPN" | "VTFPN" => {
+            let (cin, d) = (kwargs_ints(kw, "in_channels")?, kwargs_usize(kw, "out_channels", 256)?);
+            Module::Neck(match name {
+                "FPN" => Neck::Fpn(Fpn::new(&cin, d, vb)?),
+                _ => Neck::VtFpn(VtFpn::new(&cin, d, &vt_fpn_config(kw)?, vb)?),
+            })
+        }
+        "SemSegFPNHead" => Module::SemSegHead(SemSegFpnHead::new(
+            kwargs_usize(kw, "num_classes", 0)?,
+            kwargs_usize(kw, "in_channels", 256)?,
+            kwargs_usize(kw, "conv_dims", 128)?,
+            kwargs_usize(kw, "gn_groups", 32)?,
+            vb,
+        )?),
+        "SemanticFPN" => Module::SemanticFpn(SemanticFpn::new(&semantic_fpn_config(kw)?, vb)?),
         tv if tv.starts_with("torchvision.models.") => {
             let cfg = match tv.trim_start_matches("torchvision.models.") {
                 "resnet18" => ResNetConfig::resnet18(),
@@ -170,23 +193,55 @@ fn build(meta: &Value, vb: candle_nn::VarBuilder) -> Result<Module> {
     })
 }
 
-fn vt_resnet_config(kw: &Map<String, Value>) -> Result<ResNetConfig> {
-    let ints = |key: &str| -> Result<Vec<usize>> {
-        kw.get(key)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_u64)
-                    .map(|v| v as usize)
-                    .collect()
-            })
-            .ok_or_else(|| candle_core::Error::Msg(format!("VTResNet fixture without `{key}`")))
-    };
-    let block = match kw.get("block").and_then(Value::as_str) {
+fn kwargs_ints(kw: &Map<String, Value>, key: &str) -> Result<Vec<usize>> {
+    kw.get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_u64)
+                .map(|v| v as usize)
+                .collect()
+        })
+        .ok_or_else(|| candle_core::Error::Msg(format!("fixture kwargs without `{key}`")))
+}
+
+fn kwargs_block(kw: &Map<String, Value>) -> Result<BlockKind> {
+    Ok(match kw.get("block").and_then(Value::as_str) {
         Some("basic") => BlockKind::Basic,
         Some("bottleneck") => BlockKind::Bottleneck,
         other => bail!("unknown block {other:?}"),
+    })
+}
+
+fn vt_fpn_config(kw: &Map<String, Value>) -> Result<VtFpnConfig> {
+    serde_json::from_value(kw.get("vt").cloned().unwrap_or(Value::Null))
+        .map_err(|e| candle_core::Error::Msg(format!("fixture kwarg `vt`: {e}")))
+}
+
+/// `SemanticFPN(num_classes, neck, block, layers, widths, stem_width, fpn_channels,
+/// head_channels, gn_groups, vt)` of the reference.
+fn semantic_fpn_config(kw: &Map<String, Value>) -> Result<SemanticFpnConfig> {
+    let mut trunk = ResNetConfig::resnet50();
+    trunk.block = kwargs_block(kw)?;
+    trunk.layers = kwargs_ints(kw, "layers")?;
+    trunk.widths = kwargs_ints(kw, "widths")?;
+    trunk.stem_width = kwargs_usize(kw, "stem_width", 64)?;
+    let neck = match kw.get("neck").and_then(Value::as_str) {
+        Some("fpn") | None => NeckConfig::Fpn,
+        Some("vt_fpn") => NeckConfig::VtFpn(vt_fpn_config(kw)?),
+        Some(other) => bail!("unknown neck `{other}`"),
     };
+    Ok(SemanticFpnConfig {
+        fpn_channels: kwargs_usize(kw, "fpn_channels", 256)?,
+        head_channels: kwargs_usize(kw, "head_channels", 128)?,
+        gn_groups: kwargs_usize(kw, "gn_groups", 32)?,
+        ..SemanticFpnConfig::new(trunk, neck, kwargs_usize(kw, "num_classes", 0)?)
+    })
+}
+
+fn vt_resnet_config(kw: &Map<String, Value>) -> Result<ResNetConfig> {
+    let ints = |key: &str| kwargs_ints(kw, key);
+    let block = kwargs_block(kw)?;
     let mut vts = kw
         .get("vts")
         .and_then(Value::as_object)
@@ -278,6 +333,12 @@ fn max_abs(t: &Tensor) -> Result<f64> {
 
 /// Runs the fixture at `path` on `device` and compares every stored tensor.
 pub fn run_fixture(path: &Path, device: &Device) -> Result<ParityReport> {
+    run_fixture_as(path, device, DType::F32)
+}
+
+/// [`run_fixture`] with the module and its inputs in `dtype` (`F64` checks the maths without
+/// float32 rounding, for fixtures whose gradients float32 cannot resolve).
+pub fn run_fixture_as(path: &Path, device: &Device, dtype: DType) -> Result<ParityReport> {
     let err = |e: String| candle_core::Error::Msg(format!("{}: {e}", path.display()));
     let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
     let (_, st_meta) = safetensors::SafeTensors::read_metadata(&bytes)
@@ -301,14 +362,14 @@ pub fn run_fixture(path: &Path, device: &Device) -> Result<ParityReport> {
         .filter(|k| !k.ends_with("running_mean") && !k.ends_with("running_var"))
         .cloned()
         .collect();
-    let store = VarStore::from_tensors(params, &path.display().to_string(), DType::F32, device);
+    let store = VarStore::from_tensors(params, &path.display().to_string(), dtype, device);
     let module = build(&meta, store.var_builder()).map_err(|e| err(e.to_string()))?;
     store.finish()?;
 
     let inputs: BTreeMap<String, Var> = other
         .iter()
         .filter_map(|(k, v)| k.strip_prefix("input.").map(|n| (n.to_string(), v)))
-        .map(|(n, v)| Ok((n, Var::from_tensor(&v.to_dtype(DType::F32)?)?)))
+        .map(|(n, v)| Ok((n, Var::from_tensor(&v.to_dtype(dtype)?)?)))
         .collect::<Result<_>>()?;
     let input = |n: &str| -> Result<Tensor> {
         inputs
@@ -347,6 +408,22 @@ pub fn run_fixture(path: &Path, device: &Device) -> Result<ParityReport> {
             let (x, t) = m.forward_t(&input("x")?, tokens.as_ref(), train)?;
             outputs.insert("x", x);
             outputs.insert("tokens", t);
+        }
+        Module::Neck(m) => {
+            let feats = LEVELS
+                .iter()
+                .map(|l| input(&format!("c{}", &l[1..])))
+                .collect::<Result<Vec<_>>>()?;
+            for (l, p) in LEVELS.iter().zip(m.forward(&feats, train)?) {
+                outputs.insert(l, p);
+            }
+        }
+        Module::SemSegHead(m) => {
+            let feats = LEVELS.iter().map(|l| input(l)).collect::<Result<Vec<_>>>()?;
+            outputs.insert("logits", m.forward(&feats)?);
+        }
+        Module::SemanticFpn(m) => {
+            outputs.insert("logits", candle_core::ModuleT::forward_t(m, &input("x")?, train)?);
         }
         Module::ResNet(m) => {
             let (x, t) = m.forward_features(&input("x")?, train)?;
@@ -393,7 +470,7 @@ pub fn run_fixture(path: &Path, device: &Device) -> Result<ParityReport> {
             OUTPUT_TOL,
         )?;
         if let Some(seed) = other.get(&format!("grad_seed.{name}")) {
-            let term = (out * seed)?.sum_all()?;
+            let term = (out * seed.to_dtype(out.dtype())?)?.sum_all()?;
             loss = Some(match loss {
                 Some(l) => (l + term)?,
                 None => term,

@@ -141,24 +141,21 @@ impl Block {
     }
 }
 
-/// ResNet or VT-ResNet: stem → `layer1..` → (`vt.0..` | global pool) → dropout → `fc`.
+/// The convolutional trunk: stem → `layer1..` (torchvision names), giving every stage's
+/// output (C2..C5 for a four-stage trunk). ResNet, VT-ResNet and the segmentation models share it.
 #[derive(Clone, Debug)]
-pub struct ResNet {
+pub struct ResNetTrunk {
     stem: ConvBn,
     stages: Vec<Vec<Block>>,
-    vt: Vec<VisualTransformer>,
-    dropout: Dropout,
-    fc: Linear,
-    noise: NoiseSource,
-    cfg: ResNetConfig,
+    stem_kind: Stem,
+    in_channels: usize,
+    out_channels: Vec<usize>,
 }
 
-impl ResNet {
-    pub fn new(cfg: &ResNetConfig, vb: VarBuilder) -> Result<Self> {
-        if let Err(e) = cfg.validate() {
-            bail!("invalid model config: {e}");
-        }
-        let noise = NoiseSource::new(0);
+impl ResNetTrunk {
+    /// The stem and stages of `cfg` (its VT modules and classifier are not built); drop-path
+    /// masks come from `noise`.
+    pub fn new(cfg: &ResNetConfig, noise: &NoiseSource, vb: VarBuilder) -> Result<Self> {
         let (k, s) = match cfg.stem {
             Stem::Imagenet => (7, 2),
             Stem::Small => (3, 1),
@@ -172,6 +169,7 @@ impl ResNet {
         let mut index = 0;
         let mut cin = cfg.stem_width;
         let mut stages = Vec::with_capacity(cfg.layers.len());
+        let mut out_channels = Vec::with_capacity(cfg.layers.len());
         for (i, (&n, &width)) in cfg.layers.iter().zip(&cfg.widths).enumerate() {
             let svb = vb.pp(format!("layer{}", i + 1)); // torchvision's name, kept for checkpoints
             let mut blocks = Vec::with_capacity(n);
@@ -188,14 +186,95 @@ impl ResNet {
                     cin,
                     width,
                     stride,
-                    DropPath::new(rate, &name, &noise)?,
+                    DropPath::new(rate, &name, noise)?,
                     svb.pp(j),
                 )?);
                 cin = width * cfg.block.expansion();
                 index += 1;
             }
             stages.push(blocks);
+            out_channels.push(cin);
         }
+        Ok(Self {
+            stem,
+            stages,
+            stem_kind: cfg.stem,
+            in_channels: cfg.in_channels,
+            out_channels,
+        })
+    }
+
+    /// Channels of each stage's output.
+    pub fn out_channels(&self) -> &[usize] {
+        &self.out_channels
+    }
+
+    /// The output of every stage, in order.
+    pub fn forward_stages(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
+        let (_, c, _, _) = x.dims4()?;
+        if c != self.in_channels {
+            bail!(
+                "model expects {} input channels, got input of shape {:?}",
+                self.in_channels,
+                x.shape()
+            );
+        }
+        let mut x = self.stem.forward_t(x, train)?;
+        if self.stem_kind == Stem::Imagenet {
+            x = max_pool2d(&x, 3, 2, 1)?;
+        }
+        let mut outs = Vec::with_capacity(self.stages.len());
+        for stage in &self.stages {
+            for b in stage {
+                x = b.forward_t(&x, train)?;
+            }
+            outs.push(x.clone());
+        }
+        Ok(outs)
+    }
+
+    /// Pushes the cost of `stem`, `layer1..` at an `h × w` input onto `out`; returns the size
+    /// of each stage's output.
+    pub fn cost(&self, h: usize, w: usize, out: &mut CostBreakdown) -> Vec<(usize, usize)> {
+        let (c, mut hw) = self.stem.conv.cost(h, w);
+        if self.stem_kind == Stem::Imagenet {
+            let p = |n: usize| (n + 2 - 3) / 2 + 1;
+            hw = (p(hw.0), p(hw.1));
+        }
+        out.push("stem", c);
+        let mut sizes = Vec::with_capacity(self.stages.len());
+        for (i, stage) in self.stages.iter().enumerate() {
+            let mut total = Cost::ZERO;
+            for b in stage {
+                let (c, o) = b.cost(hw.0, hw.1);
+                total += c;
+                hw = o;
+            }
+            out.push(format!("layer{}", i + 1), total);
+            sizes.push(hw);
+        }
+        sizes
+    }
+}
+
+/// ResNet or VT-ResNet: stem → `layer1..` → (`vt.0..` | global pool) → dropout → `fc`.
+#[derive(Clone, Debug)]
+pub struct ResNet {
+    trunk: ResNetTrunk,
+    vt: Vec<VisualTransformer>,
+    dropout: Dropout,
+    fc: Linear,
+    noise: NoiseSource,
+    cfg: ResNetConfig,
+}
+
+impl ResNet {
+    pub fn new(cfg: &ResNetConfig, vb: VarBuilder) -> Result<Self> {
+        if let Err(e) = cfg.validate() {
+            bail!("invalid model config: {e}");
+        }
+        let noise = NoiseSource::new(0);
+        let trunk = ResNetTrunk::new(cfg, &noise, vb.clone())?;
         let vvb = vb.pp("vt");
         let vt = cfg
             .vt
@@ -212,8 +291,7 @@ impl ResNet {
         let dropout = Dropout::new(cfg.dropout, "dropout", &noise)?;
         let fc = Linear::new(cfg.head_channels(), cfg.num_classes, vb.pp("fc"))?;
         Ok(Self {
-            stem,
-            stages,
+            trunk,
             vt,
             dropout,
             fc,
@@ -231,30 +309,10 @@ impl ResNet {
         &self.noise
     }
 
-    fn trunk(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let (_, c, _, _) = x.dims4()?;
-        if c != self.cfg.in_channels {
-            bail!(
-                "model expects {} input channels, got input of shape {:?}",
-                self.cfg.in_channels,
-                x.shape()
-            );
-        }
-        let mut x = self.stem.forward_t(x, train)?;
-        if self.cfg.stem == Stem::Imagenet {
-            x = max_pool2d(&x, 3, 2, 1)?;
-        }
-        for stage in &self.stages {
-            for b in stage {
-                x = b.forward_t(&x, train)?;
-            }
-        }
-        Ok(x)
-    }
-
     /// The final feature map and, for a VT-ResNet, the last VT module's tokens.
     pub fn forward_features(&self, x: &Tensor, train: bool) -> Result<(Tensor, Option<Tensor>)> {
-        let mut x = self.trunk(x, train)?;
+        let mut stages = self.trunk.forward_stages(x, train)?;
+        let mut x = stages.pop().expect("a validated config has at least one stage");
         let mut tokens: Option<Tensor> = None;
         for m in &self.vt {
             let (nx, t) = m.forward_t(&x, tokens.as_ref(), train)?;
@@ -277,21 +335,8 @@ impl ResNet {
     /// `stem`, `layer1..`, `vt.0..`, `fc`.
     pub fn cost(&self, h: usize, w: usize) -> CostBreakdown {
         let mut out = CostBreakdown::default();
-        let (c, mut hw) = self.stem.conv.cost(h, w);
-        if self.cfg.stem == Stem::Imagenet {
-            let p = |n: usize| (n + 2 - 3) / 2 + 1;
-            hw = (p(hw.0), p(hw.1));
-        }
-        out.push("stem", c);
-        for (i, stage) in self.stages.iter().enumerate() {
-            let mut total = Cost::ZERO;
-            for b in stage {
-                let (c, o) = b.cost(hw.0, hw.1);
-                total += c;
-                hw = o;
-            }
-            out.push(format!("layer{}", i + 1), total);
-        }
+        let sizes = self.trunk.cost(h, w, &mut out);
+        let hw = sizes.last().copied().unwrap_or((h, w));
         for (i, m) in self.vt.iter().enumerate() {
             out.push(format!("vt.{i}"), m.cost(hw.0, hw.1));
         }

@@ -10,7 +10,7 @@
 //! * [`softmax`]: softmax / log-softmax along any axis;
 //! * [`batch_norm`]: fused CPU batch norm (train mode, optionally + ReLU) with its backward;
 //! * [`conv`]: CPU convolution as one op (tiled im2col + GEMM), columns recomputed in the backward;
-//! * [`nn`]: conv2d, grouped 1x1 conv, linear, batch norm;
+//! * [`nn`]: conv2d, grouped 1x1 conv, linear, batch norm; [`group_norm`]: group norm;
 //! * [`stochastic`]: dropout and drop-path;
 //! * [`store`]: seeded initialisation and checked weight loading (one error lists every bad key);
 //! * [`rng`]: the seeded generator and the mask source of stochastic layers;
@@ -20,6 +20,7 @@ pub mod batch_norm;
 pub mod conv;
 pub mod cost;
 pub mod gradcheck;
+pub mod group_norm;
 mod im2col;
 pub mod nn;
 pub mod pool;
@@ -31,6 +32,7 @@ pub mod stochastic;
 pub mod store;
 
 pub use cost::{Cost, CostBreakdown};
+pub use group_norm::GroupNorm;
 pub use nn::{BatchNorm, Conv1x1, Conv2d, Conv2dConfig, Linear};
 pub use rng::{NoiseSource, Rng};
 pub use softmax::{log_softmax, softmax};
