@@ -165,7 +165,10 @@ fn build(meta: &Value, vb: candle_nn::VarBuilder) -> Result<Module> {
         }
         "VTResNet" => Module::ResNet(ResNet::new(&vt_resnet_config(kw)?, vb)?),
         "FPN" | "VTFPN" => {
-            let (cin, d) = (kwargs_ints(kw, "in_channels")?, kwargs_usize(kw, "out_channels", 256)?);
+            let (cin, d) = (
+                kwargs_ints(kw, "in_channels")?,
+                kwargs_usize(kw, "out_channels", 256)?,
+            );
             Module::Neck(match name {
                 "FPN" => Neck::Fpn(Fpn::new(&cin, d, vb)?),
                 _ => Neck::VtFpn(VtFpn::new(&cin, d, &vt_fpn_config(kw)?, vb)?),
@@ -419,11 +422,17 @@ pub fn run_fixture_as(path: &Path, device: &Device, dtype: DType) -> Result<Pari
             }
         }
         Module::SemSegHead(m) => {
-            let feats = LEVELS.iter().map(|l| input(l)).collect::<Result<Vec<_>>>()?;
+            let feats = LEVELS
+                .iter()
+                .map(|l| input(l))
+                .collect::<Result<Vec<_>>>()?;
             outputs.insert("logits", m.forward(&feats)?);
         }
         Module::SemanticFpn(m) => {
-            outputs.insert("logits", candle_core::ModuleT::forward_t(m, &input("x")?, train)?);
+            outputs.insert(
+                "logits",
+                candle_core::ModuleT::forward_t(m, &input("x")?, train)?,
+            );
         }
         Module::ResNet(m) => {
             let (x, t) = m.forward_features(&input("x")?, train)?;

@@ -17,7 +17,9 @@ pub mod resnet;
 pub mod semantic;
 
 pub use config::{vt_stack, BlockKind, ResNetConfig, Stem};
-pub use presets::{preset, Preset, PRESETS};
 pub use fpn::{Fpn, Neck, SemSegFpnHead, VtFpn, VtFpnConfig};
+pub use presets::{
+    preset, ClassifierPreset, Preset, PresetKind, SegPaperRow, SegmenterPreset, Task, PRESETS,
+};
 pub use resnet::{ResNet, ResNetTrunk};
 pub use semantic::{NeckConfig, SemanticFpn, SemanticFpnConfig, SIZE_DIVISIBILITY};

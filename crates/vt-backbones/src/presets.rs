@@ -1,27 +1,104 @@
-//! The preset table: every named model, its paper row and its expected cost.
+//! The preset table: every named model (classifiers and segmenters), its paper row and its
+//! expected cost.
 //!
-//! `paper_*` are the paper's printed figures (Tables 2, 8 and 3-7; the ablations are the
-//! default 90-epoch recipe). `reference_*` are the exact counts of the PyTorch reference's
-//! counter (vt_configs.md §1, §4), which our cost accounting must reproduce at 224×224,
-//! 1000 classes.
+//! Classifiers: `paper_*` are the paper's printed figures (Tables 2, 8 and 3-7; the ablations
+//! are the default 90-epoch recipe); `reference_*` are the exact counts of the PyTorch
+//! reference's counter (vt_configs.md §1, §4), which our cost accounting must reproduce at
+//! 224×224, 1000 classes. Segmenters: Tables 9 (COCO-stuff, 800×1216) and 10 (LIP, 473×473),
+//! with the reference counter's neck MACs (segmentation.md).
 
 use crate::config::{vt_stack, ResNetConfig};
+use crate::fpn::VtFpnConfig;
+use crate::semantic::{NeckConfig, SemanticFpnConfig};
 use candle_core::{bail, Result};
+use serde::{Deserialize, Serialize};
 use vt_layers::{Relation, TokenizerKind, VtConfig};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Preset {
     pub name: &'static str,
-    pub config: fn() -> ResNetConfig,
-    /// Where the paper reports it, e.g. "Table 2" or "Table 5: none".
+    /// Where the paper reports it, e.g. "Table 2", "Table 5: none" or "Tables 9/10".
     pub paper_row: &'static str,
+    /// Why our count differs from the paper, when it is a known mismatch.
+    pub mismatch: Option<&'static str>,
+    pub kind: PresetKind,
+}
+
+/// What a preset builds, with the paper's figures for that task.
+#[derive(Clone, Copy, Debug)]
+pub enum PresetKind {
+    Classifier(ClassifierPreset),
+    Segmenter(SegmenterPreset),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ClassifierPreset {
+    pub config: fn() -> ResNetConfig,
     pub paper_macs_m: f64,
     pub paper_params_m: f64,
     pub paper_top1: f64,
     pub reference_macs_m: f64,
     pub reference_params_m: f64,
-    /// Why our count differs from the paper, when it is a known mismatch.
-    pub mismatch: Option<&'static str>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SegmenterPreset {
+    pub config: fn() -> SemanticFpnConfig,
+    /// Table 9 (COCO-stuff) and Table 10 (LIP).
+    pub rows: [SegPaperRow; 2],
+}
+
+/// One row of Table 9 or 10.
+#[derive(Clone, Copy, Debug)]
+pub struct SegPaperRow {
+    pub table: &'static str,
+    pub data: &'static str,
+    /// The input size the FLOPs are quoted at, `(h, w)`.
+    pub input: (usize, usize),
+    pub miou: f64,
+    pub total_gmacs: f64,
+    pub neck_gmacs: f64,
+    /// The reference counter's neck MACs at `input` (what ours must reproduce).
+    pub reference_neck_gmacs: f64,
+}
+
+/// The task a preset's model is trained for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    Classification,
+    Segmentation,
+}
+
+impl Preset {
+    pub fn task(&self) -> Task {
+        match self.kind {
+            PresetKind::Classifier(_) => Task::Classification,
+            PresetKind::Segmenter(_) => Task::Segmentation,
+        }
+    }
+
+    /// The classifier of this preset, or an error naming the preset and its task.
+    pub fn classifier(&self) -> Result<&ClassifierPreset> {
+        match &self.kind {
+            PresetKind::Classifier(c) => Ok(c),
+            PresetKind::Segmenter(_) => bail!(
+                "`{}` is a segmentation model; this needs a classifier (`cargo xtask list` shows the tasks)",
+                self.name
+            ),
+        }
+    }
+
+    /// The segmenter of this preset, or an error naming the preset and its task.
+    pub fn segmenter(&self) -> Result<&SegmenterPreset> {
+        match &self.kind {
+            PresetKind::Segmenter(s) => Ok(s),
+            PresetKind::Classifier(_) => bail!(
+                "`{}` is a classifier; this needs a segmentation model (`cargo xtask list` shows the tasks)",
+                self.name
+            ),
+        }
+    }
 }
 
 fn vt18(base: VtConfig, tokenizers: Option<&[TokenizerKind]>, projectors: bool) -> ResNetConfig {
@@ -185,6 +262,30 @@ pub fn vt_resnet18_paper_eq() -> ResNetConfig {
 
 const R50_MISMATCH: &str = "the paper's VT-R50/R101 leave ~133 M MACs for the VT stage; no structure that fits R18/R34 reaches it (vt_configs.md §5)";
 
+/// The semantic FPNs of Tables 9/10 (54 classes: detectron2's stuff-only COCO; the data set
+/// sets the count when training).
+fn semantic(trunk: ResNetConfig, neck: NeckConfig) -> SemanticFpnConfig {
+    SemanticFpnConfig::new(trunk, neck, 54)
+}
+pub fn fpn_resnet50() -> SemanticFpnConfig {
+    semantic(ResNetConfig::resnet50(), NeckConfig::Fpn)
+}
+pub fn vt_fpn_resnet50() -> SemanticFpnConfig {
+    semantic(
+        ResNetConfig::resnet50(),
+        NeckConfig::VtFpn(VtFpnConfig::paper()),
+    )
+}
+pub fn fpn_resnet101() -> SemanticFpnConfig {
+    semantic(ResNetConfig::resnet101(), NeckConfig::Fpn)
+}
+pub fn vt_fpn_resnet101() -> SemanticFpnConfig {
+    semantic(
+        ResNetConfig::resnet101(),
+        NeckConfig::VtFpn(VtFpnConfig::paper()),
+    )
+}
+
 macro_rules! p {
     ($name:ident, $row:expr, $pm:expr, $pp:expr, $top1:expr, $rm:expr, $rp:expr) => {
         p!($name, $name, $row, $pm, $pp, $top1, $rm, $rp, None)
@@ -192,17 +293,55 @@ macro_rules! p {
     ($name:ident, $f:expr, $row:expr, $pm:expr, $pp:expr, $top1:expr, $rm:expr, $rp:expr, $mis:expr) => {
         Preset {
             name: stringify!($name),
-            config: $f,
             paper_row: $row,
-            paper_macs_m: $pm,
-            paper_params_m: $pp,
-            paper_top1: $top1,
-            reference_macs_m: $rm,
-            reference_params_m: $rp,
             mismatch: $mis,
+            kind: PresetKind::Classifier(ClassifierPreset {
+                config: $f,
+                paper_macs_m: $pm,
+                paper_params_m: $pp,
+                paper_top1: $top1,
+                reference_macs_m: $rm,
+                reference_params_m: $rp,
+            }),
         }
     };
 }
+
+/// A segmenter row: (COCO-stuff mIoU, total G, neck G, reference neck G), then the same for LIP.
+macro_rules! seg {
+    ($name:ident, $coco:expr, $lip:expr, $mis:expr) => {
+        Preset {
+            name: stringify!($name),
+            paper_row: "Tables 9/10",
+            mismatch: $mis,
+            kind: PresetKind::Segmenter(SegmenterPreset {
+                config: $name,
+                rows: [
+                    SegPaperRow {
+                        table: "Table 9",
+                        data: "COCO-stuff val",
+                        input: (800, 1216),
+                        miou: $coco.0,
+                        total_gmacs: $coco.1,
+                        neck_gmacs: $coco.2,
+                        reference_neck_gmacs: $coco.3,
+                    },
+                    SegPaperRow {
+                        table: "Table 10",
+                        data: "LIP val",
+                        input: (473, 473),
+                        miou: $lip.0,
+                        total_gmacs: $lip.1,
+                        neck_gmacs: $lip.2,
+                        reference_neck_gmacs: $lip.3,
+                    },
+                ],
+            }),
+        }
+    };
+}
+
+const SEG_TOTAL_MISMATCH: Option<&str> = Some("the paper's total FLOPs count slightly less than trunk + neck + detectron2's head (ours is ~3 % above at 800x1216; segmentation.md)");
 
 pub const PRESETS: &[Preset] = &[
     p!(resnet18, ResNetConfig::resnet18, "Table 2", 1814.0, 11.7, 69.9, 1814.1, 11.680, None),
@@ -233,6 +372,10 @@ pub const PRESETS: &[Preset] = &[
     p!(vt_resnet34_no_projector, "Table 7: w/o projector", 3158.0, 17.3, 74.1, 3171.0, 17.81),
     p!(vt_resnet18_paper_eq, vt_resnet18_paper_eq, "Eq. (1)-(5), literal", 1579.0, 11.6, 72.0, 1445.0, 3.76,
         Some("the literal single-head equations are far smaller than every table (vt_configs.md §4)")),
+    seg!(fpn_resnet50, (40.78, 159.0, 55.1, 55.099), (47.04, 37.1, 12.8, 12.893), SEG_TOTAL_MISMATCH),
+    seg!(vt_fpn_resnet50, (41.00, 113.0, 8.5, 8.568), (47.39, 26.4, 2.0, 2.090), SEG_TOTAL_MISMATCH),
+    seg!(fpn_resnet101, (41.51, 231.0, 55.1, 55.099), (47.35, 54.4, 12.8, 12.893), SEG_TOTAL_MISMATCH),
+    seg!(vt_fpn_resnet101, (41.50, 185.0, 8.5, 8.568), (47.58, 43.6, 2.0, 2.090), SEG_TOTAL_MISMATCH),
 ];
 
 /// The preset called `name`; an unknown name lists the closest ones.

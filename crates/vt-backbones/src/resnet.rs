@@ -312,7 +312,9 @@ impl ResNet {
     /// The final feature map and, for a VT-ResNet, the last VT module's tokens.
     pub fn forward_features(&self, x: &Tensor, train: bool) -> Result<(Tensor, Option<Tensor>)> {
         let mut stages = self.trunk.forward_stages(x, train)?;
-        let mut x = stages.pop().expect("a validated config has at least one stage");
+        let mut x = stages
+            .pop()
+            .expect("a validated config has at least one stage");
         let mut tokens: Option<Tensor> = None;
         for m in &self.vt {
             let (nx, t) = m.forward_t(&x, tokens.as_ref(), train)?;

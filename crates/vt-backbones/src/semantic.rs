@@ -138,7 +138,8 @@ impl SemanticFpn {
         if h % SIZE_DIVISIBILITY != 0 || w % SIZE_DIVISIBILITY != 0 || h == 0 || w == 0 {
             bail!("segmentation input is {h}x{w}: pad it to a multiple of {SIZE_DIVISIBILITY} (the eval pipeline does)");
         }
-        self.neck.forward(&self.body.forward_stages(x, train)?, train)
+        self.neck
+            .forward(&self.body.forward_stages(x, train)?, train)
     }
 
     /// MACs and parameters of `stem`, `layer1..4`, `neck`, `head` at an `h × w` input.
