@@ -64,6 +64,9 @@ pub struct SegmentationData {
     /// layout vt-data reads.
     pub ignore_index: u8,
     pub source: String,
+    /// Class names in label order; empty where the layout names none (COCO-stuff, generic
+    /// folders without `classes.txt`).
+    pub class_names: Vec<String>,
 }
 
 /// The on-disk formats vt-data reads.
@@ -81,16 +84,20 @@ pub enum Format {
     Lip,
     /// COCO-stuff: `images/{train,val}2017/*.jpg` + `annotations/{train,val}2017/*.png`.
     CocoStuff,
+    /// PASCAL VOC: `JPEGImages/`, `SegmentationClass/` (palette PNGs),
+    /// `ImageSets/Segmentation/{train,val}.txt`.
+    Voc,
 }
 
 impl Format {
-    pub const ALL: [Format; 6] = [
+    pub const ALL: [Format; 7] = [
         Format::Idx,
         Format::Cifar,
         Format::Folder,
         Format::SegFolder,
         Format::Lip,
         Format::CocoStuff,
+        Format::Voc,
     ];
 
     pub fn name(self) -> &'static str {
@@ -101,11 +108,15 @@ impl Format {
             Format::SegFolder => "seg-folder",
             Format::Lip => "lip",
             Format::CocoStuff => "cocostuff",
+            Format::Voc => "voc",
         }
     }
 
     pub fn is_segmentation(self) -> bool {
-        matches!(self, Format::SegFolder | Format::Lip | Format::CocoStuff)
+        matches!(
+            self,
+            Format::SegFolder | Format::Lip | Format::CocoStuff | Format::Voc
+        )
     }
 }
 
@@ -146,6 +157,9 @@ pub fn detect_format(path: &Path) -> Result<Format> {
     if crate::seg::lip_root(path).is_some() {
         return Ok(Format::Lip);
     }
+    if crate::voc::voc_root(path).is_some() {
+        return Ok(Format::Voc);
+    }
     if has("annotations") && has("images") {
         return Ok(Format::CocoStuff);
     }
@@ -158,7 +172,7 @@ pub fn detect_format(path: &Path) -> Result<Format> {
     Err(DataError::format(
         path,
         "cannot detect the data set format (expected IDX files, CIFAR binary batches, \
-         train/ + val/ class folders, images/ + labels/, LIP or COCO-stuff folders); \
+         train/ + val/ class folders, images/ + labels/, LIP, COCO-stuff or VOC folders); \
          pass --format",
     ))
 }
@@ -190,6 +204,7 @@ pub fn open_segmentation(path: &Path, format: Option<Format>) -> Result<Segmenta
         Format::SegFolder => crate::seg::open_generic(path),
         Format::Lip => crate::seg::open_lip(path),
         Format::CocoStuff => crate::seg::open_cocostuff(path),
+        Format::Voc => crate::voc::open_voc(path),
         cls => Err(DataError::format(
             path,
             format!("`{cls}` is a classification format; open it with open_classification"),
@@ -284,6 +299,7 @@ impl std::fmt::Debug for SegmentationData {
             .field("num_classes", &self.num_classes)
             .field("ignore_index", &self.ignore_index)
             .field("source", &self.source)
+            .field("class_names", &self.class_names.len())
             .finish()
     }
 }

@@ -261,27 +261,74 @@ pub fn resize_bilinear(img: &Image, out_w: usize, out_h: usize) -> Image {
     }
 }
 
-/// Nearest-neighbour resize of interleaved 8-bit data with `c` channels (PyTorch's legacy
-/// `nearest`: `src = floor(dst·in/out)`); used for label maps.
+/// Source index of each output index for a centre-aligned nearest-neighbour resize:
+/// `src = floor((dst + 0.5)·in/out)`, the source pixel under the output pixel's centre.
+///
+/// This is PIL's `NEAREST` (what detectron2 resizes label maps with) and PyTorch's
+/// `nearest-exact`, not PyTorch's legacy `nearest` (`floor(dst·in/out)`): the legacy rule
+/// shifts a downscaled label map by up to half a source pixel against the bilinear image,
+/// whose filter is centred at `(dst + 0.5)·in/out` too. Both agree for integer upscaling.
+pub fn nearest_exact_indices(n_in: usize, n_out: usize) -> Vec<usize> {
+    (0..n_out)
+        .map(|d| ((2 * d + 1) * n_in / (2 * n_out)).min(n_in.saturating_sub(1)))
+        .collect()
+}
+
+/// Centre-aligned nearest-neighbour resize ([`nearest_exact_indices`]) of interleaved 8-bit
+/// data with `c` channels; used for label maps.
 pub fn resize_nearest_raw(
     data: &[u8],
     (w, h, c): (usize, usize, usize),
     out_w: usize,
     out_h: usize,
 ) -> Vec<u8> {
-    let xs = vt_ops::resize::nearest_indices(w, out_w);
-    let ys = vt_ops::resize::nearest_indices(h, out_h);
+    let xs = nearest_exact_indices(w, out_w);
+    let ys = nearest_exact_indices(h, out_h);
     let mut out = Vec::with_capacity(out_w * out_h * c);
     for &sy in &ys {
         for &sx in &xs {
-            let p = (sy as usize * w + sx as usize) * c;
+            let p = (sy * w + sx) * c;
             out.extend_from_slice(&data[p..p + c]);
         }
     }
     out
 }
 
+impl FloatImage {
+    /// Pads on the right and bottom with `fill` to `(height, width)` (each at least the
+    /// current size).
+    pub fn pad_to(self, height: usize, width: usize, fill: f32) -> FloatImage {
+        if (height, width) == (self.height, self.width) {
+            return self;
+        }
+        let (h, w) = (height.max(self.height), width.max(self.width));
+        let mut data = vec![fill; self.channels * h * w];
+        for (c, plane) in self.data.chunks_exact(self.height * self.width).enumerate() {
+            for (y, row) in plane.chunks_exact(self.width).enumerate() {
+                let dst = (c * h + y) * w;
+                data[dst..dst + self.width].copy_from_slice(row);
+            }
+        }
+        FloatImage {
+            channels: self.channels,
+            height: h,
+            width: w,
+            data,
+        }
+    }
+}
+
 impl LabelMap {
+    /// Pads on the right and bottom with `fill` (the ignore index) to `(height, width)`.
+    pub fn pad_to(self, height: usize, width: usize, fill: u8) -> LabelMap {
+        if (height, width) == (self.height, self.width) {
+            return self;
+        }
+        let img = self.as_image();
+        let (h, w) = (height.max(img.height), width.max(img.width));
+        LabelMap::from_image(pad(&img, 0, 0, w - img.width, h - img.height, fill))
+    }
+
     /// The label map as a 1-channel image, so geometric kernels can be shared.
     pub fn as_image(&self) -> Image {
         Image {
@@ -369,5 +416,27 @@ mod tests {
         let out = resize_nearest_raw(&data, (4, 3, 1), 8, 6);
         assert_eq!(&out[..8], &[0, 0, 1, 1, 2, 2, 3, 3]);
         assert_eq!(out[8 * 5], 8);
+        // downscaling takes the pixel under each output centre (legacy nearest: [0, 2])
+        assert_eq!(nearest_exact_indices(4, 2), [1, 3]);
+        assert_eq!(nearest_exact_indices(5, 3), [0, 2, 4]);
+        assert_eq!(nearest_exact_indices(3, 7), [0, 0, 1, 1, 1, 2, 2]);
+    }
+
+    #[test]
+    fn pad_to_fills_right_and_bottom() {
+        let x = FloatImage {
+            channels: 2,
+            height: 1,
+            width: 2,
+            data: vec![1.0, 2.0, 3.0, 4.0],
+        };
+        let p = x.pad_to(2, 3, -1.0);
+        assert_eq!((p.height, p.width), (2, 3));
+        assert_eq!(
+            p.data,
+            [1.0, 2.0, -1.0, -1.0, -1.0, -1.0, 3.0, 4.0, -1.0, -1.0, -1.0, -1.0]
+        );
+        let m = LabelMap::new(2, 1, vec![5, 6]).unwrap().pad_to(2, 3, 255);
+        assert_eq!(m.data, [5, 6, 255, 255, 255, 255]);
     }
 }

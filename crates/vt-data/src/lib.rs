@@ -7,12 +7,15 @@
 //! * [`dataset`]: the [`Dataset`] trait, samples, [`open_classification`] /
 //!   [`open_segmentation`] with format detection;
 //! * formats: [`idx`] (MNIST, Fashion-MNIST, the embedded default subset), [`cifar`],
-//!   [`folder`] (ImageNet layout), [`seg`] (LIP, COCO-stuff, generic), [`mosaic`]
-//!   (Fashion-MNIST mosaics for segmentation);
-//! * [`transforms`]: crops, flips, resize, normalize, AutoAugment, RandAugment, joint
-//!   segmentation transforms;
+//!   [`folder`] (ImageNet layout), [`seg`] (LIP, COCO-stuff, generic), [`voc`] (PASCAL VOC,
+//!   palette indices as labels), [`mosaic`] (Fashion-MNIST mosaics, the default CPU
+//!   segmentation data);
+//! * [`transforms`]: crops, flips, resize, normalize, AutoAugment, RandAugment; joint
+//!   segmentation transforms (one draw moves image and labels) and the semantic-FPN recipes
+//!   [`SegPipeline::train`] (random scale, crop, flip, pad with 255) and
+//!   [`SegPipeline::eval`] (whole image padded to a multiple of 32);
 //! * [`loader`]: batches of `(N, C, H, W)` f32 images and u32 labels, identical for any
-//!   number of workers;
+//!   number of workers; segmentation batches of mixed sizes are padded to the largest;
 //! * [`image`]: pixel buffers and decoding; [`error`]: [`DataError`], which names the file.
 //!
 //! ```
@@ -37,6 +40,7 @@ pub mod loader;
 pub mod mosaic;
 pub mod seg;
 pub mod transforms;
+pub mod voc;
 
 pub use dataset::{
     detect_format, open_classification, open_segmentation, ClassSample, ClassificationData,
@@ -49,8 +53,9 @@ pub use loader::{Batch, Epoch, Loader, LoaderConfig};
 pub use mosaic::{fashion_mnist_mosaics, MosaicConfig, Mosaics};
 pub use transforms::auto::{AutoAugment, RandAugment};
 pub use transforms::geometric::{
-    CenterCrop, Pad, RandomCrop, RandomHorizontalFlip, RandomResizedCrop, Resize,
+    CenterCrop, ClippedRandomCrop, Pad, RandomCrop, RandomHorizontalFlip, RandomResizedCrop,
+    RandomScale, Resize,
 };
-pub use transforms::seg::{Joint, SegPipeline};
+pub use transforms::seg::{Joint, PadTo, SegPipeline};
 pub use transforms::{Compose, GrayscaleToRgb, Normalize, Pipeline, ToTensor, Transform};
 pub use vt_ops::Rng;

@@ -52,7 +52,8 @@ impl LoaderConfig {
 }
 
 /// A batch: images `(N, C, H, W)` f32 and labels `(N,)` u32 (classification) or `(N, H, W)`
-/// u32 (segmentation), on the loader's device; `indices` are the data set indices.
+/// u32 (segmentation; mixed sizes padded to the largest, labels with 255), on the loader's
+/// device; `indices` are the data set indices.
 #[derive(Clone, Debug)]
 pub struct Batch {
     pub images: Tensor,
@@ -185,7 +186,11 @@ impl<S> Job<S> {
     }
 }
 
-/// Stacks prepared samples; every image (and label map) must have the first one's shape.
+/// Stacks prepared samples. Classification: every image must have the first one's shape.
+/// Segmentation (`Target::Map`): images of mixed sizes (evaluation at full resolution) are
+/// padded on the right and bottom to the batch's largest height and width, images with 0.0
+/// (after normalisation) and label maps with the ignore index 255, as detectron2's
+/// `ImageList.from_tensors` pads; their channel counts must agree.
 fn collate<S>(
     b: usize,
     samples: Vec<(usize, Prepared)>,
@@ -193,34 +198,50 @@ fn collate<S>(
     ds: &dyn Dataset<Sample = S>,
 ) -> Result<Batch> {
     let first = &samples[0].1;
-    let (c, h, w) = (first.image.channels, first.image.height, first.image.width);
+    let maps = matches!(first.target, Target::Map(_));
+    let (c, mut h, mut w) = (first.image.channels, first.image.height, first.image.width);
+    let (mut mh, mut mw) = (0, 0);
+    if maps {
+        for (_, p) in &samples {
+            (h, w) = (h.max(p.image.height), w.max(p.image.width));
+            if let Target::Map(m) = &p.target {
+                (mh, mw) = (mh.max(m.height), mw.max(m.width));
+            }
+        }
+    }
     let n = samples.len();
     let mut images = Vec::with_capacity(n * c * h * w);
-    let mut labels = Vec::new();
-    let mut map_shape = None;
+    let mut labels = Vec::with_capacity(if maps { n * mh * mw } else { n });
     let mut indices = Vec::with_capacity(n);
     for (i, p) in samples {
         let s = (p.image.channels, p.image.height, p.image.width);
-        if s != (c, h, w) {
-            return Err(DataError::Shape {
-                path: ds.describe(i).into(),
-                msg: format!("sample {i} is {s:?} (CxHxW) after its transforms, but batch {b} started with {:?}; add a Resize or crop", (c, h, w)),
-            });
+        let bad = |msg: String| DataError::Shape {
+            path: ds.describe(i).into(),
+            msg,
+        };
+        if maps && s.0 != c {
+            return Err(bad(format!(
+                "sample {i} has {} channels after its transforms, but batch {b} started with {c}",
+                s.0
+            )));
         }
-        images.extend_from_slice(&p.image.data);
+        if !maps && s != (c, h, w) {
+            return Err(bad(format!("sample {i} is {s:?} (CxHxW) after its transforms, but batch {b} started with {:?}; add a Resize or crop", (c, h, w))));
+        }
         match p.target {
-            Target::Class(l) => labels.push(l as u32),
-            Target::Map(m) => {
-                let ms = (m.height, m.width);
-                if *map_shape.get_or_insert(ms) != ms {
-                    return Err(DataError::Shape {
-                        path: ds.describe(i).into(),
-                        msg: format!(
-                            "label map {ms:?} (HxW) differs from the batch's {map_shape:?}"
-                        ),
-                    });
-                }
-                labels.extend(m.data.iter().map(|&v| v as u32));
+            Target::Class(l) if !maps => {
+                images.extend_from_slice(&p.image.data);
+                labels.push(l as u32);
+            }
+            Target::Map(m) if maps => {
+                images.extend_from_slice(&p.image.pad_to(h, w, 0.0).data);
+                let m = m.pad_to(mh, mw, crate::seg::IGNORE_INDEX);
+                labels.extend(m.data.iter().map(|&v| u32::from(v)));
+            }
+            _ => {
+                return Err(bad(format!(
+                    "sample {i} mixes class and label-map targets in batch {b}"
+                )))
             }
         }
         indices.push(i);
@@ -230,9 +251,10 @@ fn collate<S>(
         source: e,
     };
     let images = Tensor::from_vec(images, (n, c, h, w), device).map_err(t)?;
-    let labels = match map_shape {
-        None => Tensor::from_vec(labels, n, device),
-        Some((mh, mw)) => Tensor::from_vec(labels, (n, mh, mw), device),
+    let labels = if maps {
+        Tensor::from_vec(labels, (n, mh, mw), device)
+    } else {
+        Tensor::from_vec(labels, n, device)
     }
     .map_err(t)?;
     Ok(Batch {

@@ -21,6 +21,29 @@ use std::sync::Arc;
 pub const IGNORE_INDEX: u8 = 255;
 pub const LIP_NUM_CLASSES: usize = 20;
 pub const COCOSTUFF_NUM_CLASSES: usize = 182;
+/// LIP's class names in label order.
+pub const LIP_CLASSES: [&str; LIP_NUM_CLASSES] = [
+    "background",
+    "hat",
+    "hair",
+    "glove",
+    "sunglasses",
+    "upper-clothes",
+    "dress",
+    "coat",
+    "socks",
+    "pants",
+    "jumpsuits",
+    "scarf",
+    "skirt",
+    "face",
+    "left-arm",
+    "right-arm",
+    "left-leg",
+    "right-leg",
+    "left-shoe",
+    "right-shoe",
+];
 
 /// One split: (image, label map) file pairs decoded on `get`.
 pub struct SegFolder {
@@ -143,11 +166,17 @@ pub fn lip_root(dir: &Path) -> Option<(PathBuf, PathBuf)> {
     .find(|(i, a)| i.join("train_images").is_dir() && a.join("train_segmentations").is_dir())
 }
 
-fn data(train: SegFolder, test: SegSet, source: String) -> SegmentationData {
+pub(crate) fn data(
+    train: SegFolder,
+    test: SegSet,
+    source: String,
+    class_names: Vec<String>,
+) -> SegmentationData {
     SegmentationData {
         num_classes: train.num_classes,
         ignore_index: IGNORE_INDEX,
         source,
+        class_names,
         train: Arc::new(train),
         test,
     }
@@ -171,6 +200,7 @@ pub fn open_lip(dir: &Path) -> Result<SegmentationData> {
         train,
         Arc::new(test),
         format!("LIP in {}", dir.display()),
+        LIP_CLASSES.map(String::from).to_vec(),
     ))
 }
 
@@ -189,18 +219,19 @@ pub fn open_cocostuff(dir: &Path) -> Result<SegmentationData> {
         train,
         Arc::new(test),
         format!("COCO-stuff in {}", dir.display()),
+        Vec::new(),
     ))
 }
 
 pub fn open_generic(dir: &Path) -> Result<SegmentationData> {
     let (images, labels) = (dir.join("images"), dir.join("labels"));
     let classes = dir.join("classes.txt");
-    let declared = if classes.is_file() {
-        let text = std::fs::read_to_string(&classes).map_err(|e| DataError::io(&classes, e))?;
-        Some(text.lines().filter(|l| !l.trim().is_empty()).count())
+    let names = if classes.is_file() {
+        read_names(&classes)?
     } else {
-        None
+        Vec::new()
     };
+    let declared = (!names.is_empty()).then_some(names.len());
     let split_dirs = images.join("train").is_dir();
     let scan = |sub: Option<&str>| {
         let (i, l) = match sub {
@@ -246,5 +277,30 @@ pub fn open_generic(dir: &Path) -> Result<SegmentationData> {
         train,
         test,
         format!("segmentation folders {}", dir.display()),
+        names,
     ))
+}
+
+/// Class names, one a line (blank lines skipped, names trimmed); an empty file is an error.
+pub(crate) fn read_names(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+    let names: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    if names.is_empty() {
+        return Err(DataError::format(path, "no class names (one name a line)"));
+    }
+    if names.len() > usize::from(IGNORE_INDEX) {
+        return Err(DataError::format(
+            path,
+            format!(
+                "{} class names, but labels are 8-bit with 255 = ignore (at most 255 classes)",
+                names.len()
+            ),
+        ));
+    }
+    Ok(names)
 }

@@ -293,3 +293,63 @@ fn mosaic_labels_match_their_items() {
     let other = Mosaics::new(fm.train.clone(), 10, MosaicConfig::new(40, 10)).unwrap();
     assert_ne!(other.compose(7).unwrap().1, m.compose(7).unwrap().1);
 }
+
+#[test]
+fn mosaic_items_scale_up_on_larger_canvases() {
+    let fm = vt_data::embedded_fashion_mnist().unwrap();
+    let cfg = MosaicConfig {
+        canvas: 256,
+        item_scale: 2,
+        max_items: 16,
+        ..MosaicConfig::new(12, 4)
+    };
+    let m = Mosaics::new(fm.train.clone(), 10, cfg).unwrap();
+    let mut most = 0;
+    for i in 0..12 {
+        let (s, items) = m.compose(i).unwrap();
+        assert_eq!((s.image.width, s.label.height), (256, 256));
+        most = most.max(items.len());
+        for it in &items {
+            assert_eq!((it.width, it.height), (56, 56));
+            let src = fm.train.get(it.source_index).unwrap().image;
+            let big = vt_data::image::resize_bilinear(&src, 56, 56);
+            for yy in 0..56 {
+                for xx in 0..56 {
+                    let p = (it.y + yy) * 256 + it.x + xx;
+                    assert_eq!(s.image.data[p], big.data[yy * 56 + xx]);
+                    // the mask is the source mask, nearest neighbour: 2x2 blocks
+                    let fg = src.data[(yy / 2) * 28 + xx / 2] > cfg.threshold;
+                    let want = if fg { it.class as u8 + 1 } else { 0 };
+                    assert_eq!(s.label.data[p], want, "mosaic {i} ({xx}, {yy})");
+                }
+            }
+        }
+    }
+    assert!(most > 4, "a 4x4 grid holds more than 4 items: {most}");
+    let bad = |cfg: MosaicConfig| {
+        Mosaics::new(fm.train.clone(), 10, cfg)
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    let e = bad(MosaicConfig {
+        item_scale: 0,
+        ..MosaicConfig::new(4, 0)
+    });
+    assert!(e.contains("item_scale must be at least 1"), "{e}");
+    let e = bad(MosaicConfig {
+        item_scale: 3,
+        ..MosaicConfig::new(4, 0)
+    });
+    assert!(e.contains("fit the 64x64 canvas at item_scale 3"), "{e}");
+    let e = bad(MosaicConfig {
+        canvas: 128,
+        item_scale: 2,
+        max_items: 5,
+        ..MosaicConfig::new(4, 0)
+    });
+    assert!(
+        e.contains("holds at most 4 non-overlapping 56x56 items"),
+        "{e}"
+    );
+}

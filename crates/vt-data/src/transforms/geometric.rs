@@ -35,7 +35,7 @@ pub type Plan = Vec<Step>;
 pub enum Interp {
     /// Antialiased bilinear (images).
     Bilinear,
-    /// Nearest neighbour (label maps).
+    /// Centre-aligned nearest neighbour (label maps; see [`image::nearest_exact_indices`]).
     Nearest,
 }
 
@@ -333,5 +333,80 @@ impl Geometric for RandomCrop {
     }
     fn fill(&self) -> u8 {
         self.fill
+    }
+}
+
+/// Scales both sides by one factor drawn uniformly from `range` (mmseg's `ratio_range`,
+/// detectron2's `ResizeScale` without its target size): `round(side · f)`, at least 1 px.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RandomScale {
+    pub range: (f64, f64),
+}
+
+impl RandomScale {
+    pub fn new(lo: f64, hi: f64) -> Result<Self> {
+        let s = Self { range: (lo, hi) };
+        s.check()?;
+        Ok(s)
+    }
+
+    fn check(&self) -> Result<()> {
+        let (lo, hi) = self.range;
+        if !(lo > 0.0 && lo <= hi && hi.is_finite()) {
+            return Err(DataError::transform(
+                Self::NAME,
+                format!("scale range must satisfy 0 < lo <= hi, got ({lo}, {hi})"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Geometric for RandomScale {
+    const NAME: &'static str = "RandomScale";
+    fn plan(&self, width: usize, height: usize, rng: &mut Rng) -> Result<Plan> {
+        self.check()?;
+        if width == 0 || height == 0 {
+            return Err(DataError::transform(Self::NAME, "empty image"));
+        }
+        let (lo, hi) = self.range;
+        let f = lo + (hi - lo) * rng.uniform();
+        let side = |n: usize| ((n as f64 * f).round() as usize).max(1);
+        Ok(vec![Step::Resize {
+            width: side(width),
+            height: side(height),
+        }])
+    }
+}
+
+/// A uniformly placed crop of at most `size = (height, width)`: an axis shorter than the crop
+/// is kept whole (mmseg's `RandomCrop`, without its category-ratio retries). Follow it with
+/// [`super::seg::PadTo::Size`], which pads after normalising, as mmseg and detectron2 do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClippedRandomCrop {
+    pub size: (usize, usize),
+}
+
+impl Geometric for ClippedRandomCrop {
+    const NAME: &'static str = "ClippedRandomCrop";
+    fn plan(&self, width: usize, height: usize, rng: &mut Rng) -> Result<Plan> {
+        let (ch, cw) = (self.size.0.min(height), self.size.1.min(width));
+        if ch == 0 || cw == 0 {
+            return Err(DataError::transform(
+                Self::NAME,
+                format!(
+                    "cannot crop {}x{} (HxW) from {height}x{width}",
+                    self.size.0, self.size.1
+                ),
+            ));
+        }
+        let y = rng.below((height - ch + 1) as u64) as usize;
+        let x = rng.below((width - cw + 1) as u64) as usize;
+        Ok(vec![Step::Crop {
+            x,
+            y,
+            width: cw,
+            height: ch,
+        }])
     }
 }

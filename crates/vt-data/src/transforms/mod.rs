@@ -2,11 +2,14 @@
 //!
 //! * [`Transform`]: `Image -> Image` (HWC `u8`); chained by [`Compose`].
 //! * geometric ([`geometric`]): `RandomResizedCrop`, `RandomHorizontalFlip`, `Resize`,
-//!   `CenterCrop`, `Pad`, `RandomCrop`, all as torchvision defines them;
+//!   `CenterCrop`, `Pad`, `RandomCrop`, all as torchvision defines them; `RandomScale` and
+//!   `ClippedRandomCrop` (mmseg's) for segmentation;
 //! * photometric: [`GrayscaleToRgb`], [`auto::AutoAugment`], [`auto::RandAugment`]
 //!   (ops in [`ops`], tables in [`policy`]);
 //! * the end of a pipeline: [`ToTensor`] (CHW `f32` in [0, 1]) and [`Normalize`];
-//! * segmentation: [`seg::Joint`] applies one geometric plan to an image and its label map.
+//! * segmentation: [`seg::Joint`] applies one geometric plan to an image and its label map;
+//!   [`seg::SegPipeline::train`] / [`seg::SegPipeline::eval`] are the recipes, padding after
+//!   `Normalize` ([`seg::PadTo`]).
 //!
 //! A loader turns samples into tensors through [`Prepare`]: [`Pipeline`] for classification,
 //! [`seg::SegPipeline`] for segmentation.
