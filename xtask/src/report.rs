@@ -1,62 +1,62 @@
 //! The reproduction report: `report.md`, `results.csv` and SVG plots, all rendered from each
-//! run's `metrics.json` and JSON-lines log (the runs' single record).
+//! run's `metrics.json` and JSON-lines log (the runs' single record), as vt-run reads them.
 
-use crate::run::RunMetrics;
-use anyhow::{Context, Result};
+use crate::run::{RunMetrics, RunResult};
+use anyhow::Result;
 use plotters::prelude::*;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use vt_backbones::{preset, Preset};
+use vt_backbones::{preset, ClassifierPreset, Preset};
+use vt_train::metrics::{TOP1, TOP5};
 
-pub struct RunResult {
+/// One run of the report: a finished run (read by vt-run) and the paper row it reproduces.
+pub struct Row {
     pub name: String,
     pub suite: &'static str,
-    pub paper: &'static Preset,
-    pub metrics: RunMetrics,
-    /// (epoch, test top-1)
-    pub top1_curve: Vec<(f64, f64)>,
-    /// (step, training loss)
-    pub loss_curve: Vec<(f64, f64)>,
+    pub preset: &'static Preset,
+    /// The paper's figures for the preset.
+    pub paper: &'static ClassifierPreset,
+    pub result: RunResult,
 }
 
-pub fn load_result(
-    name: &str,
-    suite: &'static str,
-    preset_name: &str,
-    dir: &Path,
-) -> Result<RunResult> {
-    let mpath = dir.join("metrics.json");
-    let metrics: RunMetrics = serde_json::from_str(
-        &std::fs::read_to_string(&mpath)
-            .with_context(|| format!("cannot read {}", mpath.display()))?,
-    )
-    .with_context(|| format!("invalid {}", mpath.display()))?;
-    let log = std::fs::read_to_string(dir.join("log.jsonl")).unwrap_or_default();
-    let (mut top1_curve, mut loss_curve) = (vec![], vec![]);
-    for v in log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-    {
-        match v["kind"].as_str() {
-            Some("epoch") => top1_curve.push((
-                v["epoch"].as_f64().unwrap_or(0.0) + 1.0,
-                v["test_top1"].as_f64().unwrap_or(0.0),
-            )),
-            Some("step") => loss_curve.push((
-                v["step"].as_f64().unwrap_or(0.0),
-                v["loss"].as_f64().unwrap_or(0.0),
-            )),
-            _ => {}
-        }
+impl Row {
+    pub fn new(
+        name: &str,
+        suite: &'static str,
+        preset_name: &str,
+        result: RunResult,
+    ) -> Result<Self> {
+        let preset = preset(preset_name)?;
+        Ok(Row {
+            name: name.into(),
+            suite,
+            preset,
+            paper: preset.classifier()?,
+            result,
+        })
     }
-    Ok(RunResult {
-        name: name.into(),
-        suite,
-        paper: preset(preset_name)?,
-        metrics,
-        top1_curve,
-        loss_curve,
-    })
+
+    fn metrics(&self) -> &RunMetrics {
+        &self.result.metrics
+    }
+
+    /// Test top-1 (NaN, printed as such, if the run did not report it).
+    fn top1(&self) -> f64 {
+        self.metrics().scalar(TOP1).unwrap_or(f64::NAN)
+    }
+
+    fn top5(&self) -> f64 {
+        self.metrics().scalar(TOP5).unwrap_or(f64::NAN)
+    }
+
+    /// (step, training loss)
+    fn loss_curve(&self) -> Vec<(f64, f64)> {
+        self.result
+            .train_loss
+            .iter()
+            .map(|&(s, l)| (s as f64, l))
+            .collect()
+    }
 }
 
 fn line_chart(
@@ -132,22 +132,22 @@ fn pct(x: f64) -> String {
     format!("{x:.2}")
 }
 
-fn find<'a>(rs: &'a [RunResult], suite: &str, name: &str) -> Option<&'a RunResult> {
+fn find<'a>(rs: &'a [Row], suite: &str, name: &str) -> Option<&'a Row> {
     rs.iter().find(|r| r.suite == suite && r.name == name)
 }
 
 /// The generated "what matches the paper" paragraph: signs of our differences against the
 /// paper's, one line per comparison.
-fn verdicts(results: &[RunResult]) -> Vec<String> {
+fn verdicts(results: &[Row]) -> Vec<String> {
     let mut out = vec![];
     for (vt, base) in [("vt_resnet18", "resnet18"), ("vt_resnet34", "resnet34")] {
         if let (Some(v), Some(b)) = (
             find(results, "classification", vt),
             find(results, "classification", base),
         ) {
-            let ours = v.metrics.top1 - b.metrics.top1;
+            let ours = v.top1() - b.top1();
             let paper = v.paper.paper_top1 - b.paper.paper_top1;
-            let macs = v.metrics.macs as f64 / b.metrics.macs as f64;
+            let macs = v.metrics().macs as f64 / b.metrics().macs as f64;
             let paper_macs = v.paper.paper_macs_m / b.paper.paper_macs_m;
             out.push(format!(
                 "- {vt} vs {base}: top-1 {ours:+.2} points (paper {paper:+.1}) — {}; MACs ×{macs:.2} of the ResNet (paper ×{paper_macs:.2} at 224 px){}.",
@@ -161,7 +161,7 @@ fn verdicts(results: &[RunResult]) -> Vec<String> {
             .iter()
             .filter(|r| r.suite == "ablation" && r.name != "vt_resnet18")
         {
-            let ours = r.metrics.top1 - d.metrics.top1;
+            let ours = r.top1() - d.top1();
             let paper = r.paper.paper_top1 - d.paper.paper_top1;
             let verdict = if paper.abs() < 0.5 {
                 if ours.abs() < 1.0 {
@@ -176,27 +176,27 @@ fn verdicts(results: &[RunResult]) -> Vec<String> {
             };
             out.push(format!(
                 "- {} ({}): {ours:+.2} points vs the default (paper {paper:+.1}) — {verdict}.",
-                r.name, r.paper.paper_row
+                r.name, r.preset.paper_row
             ));
         }
     }
     out
 }
 
-pub fn write(out: &Path, results: &[RunResult], level: &str) -> Result<PathBuf> {
+pub fn write(out: &Path, results: &[Row], level: &str) -> Result<PathBuf> {
     // results.csv
     let mut csv = String::from("suite,run,preset,paper_row,top1,top5,loss,macs,params,train_images_per_sec,epochs,steps,paper_top1,paper_macs_m,paper_params_m\n");
     for r in results {
-        let m = &r.metrics;
+        let m = r.metrics();
         writeln!(
             csv,
             "{},{},{},\"{}\",{:.4},{:.4},{:.5},{},{},{:.1},{},{},{},{},{}",
             r.suite,
             r.name,
-            r.paper.name,
-            r.paper.paper_row,
-            m.top1,
-            m.top5,
+            r.preset.name,
+            r.preset.paper_row,
+            r.top1(),
+            r.top5(),
             m.loss,
             m.macs,
             m.params,
@@ -212,13 +212,13 @@ pub fn write(out: &Path, results: &[RunResult], level: &str) -> Result<PathBuf> 
 
     // plots
     for suite in ["classification", "ablation"] {
-        let rs: Vec<&RunResult> = results.iter().filter(|r| r.suite == suite).collect();
+        let rs: Vec<&Row> = results.iter().filter(|r| r.suite == suite).collect();
         if rs.is_empty() {
             continue;
         }
         let loss: Vec<_> = rs
             .iter()
-            .map(|r| (r.name.clone(), smooth(&r.loss_curve, 20)))
+            .map(|r| (r.name.clone(), smooth(&r.loss_curve(), 20)))
             .collect();
         line_chart(
             &out.join(format!("{suite}_loss.svg")),
@@ -229,7 +229,7 @@ pub fn write(out: &Path, results: &[RunResult], level: &str) -> Result<PathBuf> 
         )?;
         let acc: Vec<_> = rs
             .iter()
-            .map(|r| (r.name.clone(), r.top1_curve.clone()))
+            .map(|r| (r.name.clone(), r.result.curve(TOP1)))
             .collect();
         line_chart(
             &out.join(format!("{suite}_top1.svg")),
@@ -239,14 +239,14 @@ pub fn write(out: &Path, results: &[RunResult], level: &str) -> Result<PathBuf> 
             &acc,
         )?;
     }
-    let cls: Vec<&RunResult> = results
+    let cls: Vec<&Row> = results
         .iter()
         .filter(|r| r.suite == "classification")
         .collect();
     if !cls.is_empty() {
         let ours: Vec<(f64, f64)> = cls
             .iter()
-            .map(|r| (r.metrics.macs as f64 / 1e6, r.metrics.top1))
+            .map(|r| (r.metrics().macs as f64 / 1e6, r.top1()))
             .collect();
         let paper: Vec<(f64, f64)> = cls
             .iter()
@@ -273,20 +273,20 @@ pub fn write(out: &Path, results: &[RunResult], level: &str) -> Result<PathBuf> 
     // report.md
     let mut md = format!("# vt reproduction report (preset `{level}`)\n\n");
     if let Some(r) = results.first() {
-        let m = &r.metrics;
+        let m = r.metrics();
         writeln!(md, "Data: {} — {} training samples seen per epoch, {} test samples; {} epochs per run. One recipe, one seed, for every run.\n", m.data_source, m.train_samples, m.test_samples, m.epochs)?;
     }
     writeln!(md, "MACs and parameters are ours at the input size trained on; the paper's are at 224 px ImageNet (1000 classes). Top-1 of the paper is ImageNet; ours is the data above, so compare directions, not values.\n")?;
     if !cls.is_empty() {
         writeln!(md, "## Classification (Tables 2 / 8)\n\n| model | top-1 % | top-5 % | test loss | MMACs | M params | train img/s | paper top-1 % | paper MMACs | paper M params |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
         for r in &cls {
-            let m = &r.metrics;
+            let m = r.metrics();
             writeln!(
                 md,
                 "| {} | {} | {} | {:.4} | {:.1} | {:.3} | {:.0} | {} | {:.0} | {} |",
                 r.name,
-                pct(m.top1),
-                pct(m.top5),
+                pct(r.top1()),
+                pct(r.top5()),
                 m.loss,
                 m.macs as f64 / 1e6,
                 m.params as f64 / 1e6,
@@ -298,15 +298,15 @@ pub fn write(out: &Path, results: &[RunResult], level: &str) -> Result<PathBuf> 
         }
         md.push('\n');
     }
-    let abl: Vec<&RunResult> = results.iter().filter(|r| r.suite == "ablation").collect();
+    let abl: Vec<&Row> = results.iter().filter(|r| r.suite == "ablation").collect();
     if !abl.is_empty() {
         let base = find(results, "ablation", "vt_resnet18");
         writeln!(md, "## Ablations on VT-ResNet-18 (Tables 3-7)\n\n| paper row | run | top-1 % | Δ vs default | paper top-1 % | paper Δ | MMACs | M params | paper MMACs | paper M params |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
         for r in &abl {
-            let m = &r.metrics;
+            let m = r.metrics();
             let (d, pd) = match base {
                 Some(b) => (
-                    format!("{:+.2}", m.top1 - b.metrics.top1),
+                    format!("{:+.2}", r.top1() - b.top1()),
                     format!("{:+.1}", r.paper.paper_top1 - b.paper.paper_top1),
                 ),
                 None => ("-".into(), "-".into()),
@@ -314,9 +314,9 @@ pub fn write(out: &Path, results: &[RunResult], level: &str) -> Result<PathBuf> 
             writeln!(
                 md,
                 "| {} | {} | {} | {d} | {} | {pd} | {:.1} | {:.3} | {:.0} | {} |",
-                r.paper.paper_row,
+                r.preset.paper_row,
                 r.name,
-                pct(m.top1),
+                pct(r.top1()),
                 r.paper.paper_top1,
                 m.macs as f64 / 1e6,
                 m.params as f64 / 1e6,

@@ -2,8 +2,8 @@
 //! a report. Finished runs are skipped and interrupted ones resume, so rerunning after Ctrl-C
 //! or a kill continues where it stopped.
 
-use crate::report::{self, RunResult};
-use crate::run::{self, Augment, RunConfig};
+use crate::report::{self, Row};
+use crate::run::{self, Augment, RunConfig, RunOptions};
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 use std::path::{Path, PathBuf};
@@ -68,7 +68,7 @@ const ABLATION: [&str; 9] = [
 ];
 
 fn template(level: Level, data: Option<PathBuf>) -> Result<RunConfig> {
-    let mut cfg = crate::train::small_data_config("resnet18", 2, 64);
+    let mut cfg = RunConfig::small_data("resnet18", 2, 64);
     cfg.data.path = data;
     match level {
         Level::Smoke => {
@@ -149,7 +149,7 @@ pub fn plan(suite: Suite, level: Level, data: Option<PathBuf>) -> Result<Vec<Pla
 }
 
 /// Runs (or resumes, or skips) one planned run.
-fn execute(r: &Planned, dir: &Path, device: &candle_core::Device) -> Result<RunResult> {
+fn execute(r: &Planned, dir: &Path, device: &candle_core::Device) -> Result<Row> {
     let metrics_path = dir.join("metrics.json");
     if metrics_path.exists() {
         eprintln!("{}: finished earlier, skipped", r.name);
@@ -165,9 +165,14 @@ fn execute(r: &Planned, dir: &Path, device: &candle_core::Device) -> Result<RunR
         } else {
             r.cfg.clone()
         };
-        run::train(cfg, dir, resume, device, true, None)?;
+        let opts = RunOptions {
+            resume,
+            progress: true,
+            max_steps: None,
+        };
+        run::train(cfg, dir, device, &opts)?;
     }
-    report::load_result(&r.name, r.suite, r.preset, dir)
+    Row::new(&r.name, r.suite, r.preset, run::load_result(dir)?)
 }
 
 pub fn run(args: Args) -> Result<()> {

@@ -1,17 +1,18 @@
 //! `cargo xtask train`: one training run.
 
-use crate::run::{self, Augment, DataSection, ModelSection, RunConfig};
+use crate::run::{self, RunConfig, RunOptions};
 use anyhow::Result;
 use std::path::PathBuf;
-use vt_backbones::Stem;
-use vt_train::{Decay, LrSchedule, OptimizerConfig, TrainConfig};
+use vt_train::Decay;
 
 /// Train a preset (or a config file) on any data vt-data reads; writes the resolved config,
 /// a JSON-lines log, checkpoints and `metrics.json` (test top-1/top-5/loss, MACs, params,
 /// training images/s) to `--out`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Preset name (`cargo xtask list`); used with the small-data recipe below.
+    /// Preset name (`cargo xtask list`); used with the small-data recipe
+    /// (`vt_run::RunConfig::small_data`: width 1/4, small-image stem, 28 px, pad+crop+flip,
+    /// SGD with Nesterov momentum, cosine decay after one warmup epoch, label smoothing 0.1).
     #[arg(long, conflicts_with = "config")]
     model: Option<String>,
     /// A TOML file with `[model] [data] [train]` sections (as written to <out>/config.toml).
@@ -40,56 +41,6 @@ pub struct Args {
     resume: bool,
 }
 
-/// The small-data recipe: small-image stem, pad+crop+flip, SGD with Nesterov momentum and
-/// cosine decay after one warmup epoch, label smoothing 0.1.
-pub fn small_data_config(preset: &str, epochs: usize, batch_size: usize) -> RunConfig {
-    RunConfig {
-        model: ModelSection {
-            preset: preset.into(),
-            width: 0.25,
-            stem: Stem::Small,
-            dropout: 0.0,
-            drop_path: 0.0,
-            num_classes: None,
-            in_channels: None,
-        },
-        data: DataSection {
-            path: None,
-            format: None,
-            image_size: 28,
-            augment: Augment::PadCropFlip,
-            train_limit: None,
-            test_limit: None,
-            workers: 2,
-        },
-        train: TrainConfig {
-            epochs,
-            batch_size,
-            seed: 0,
-            optimizer: OptimizerConfig::Sgd {
-                momentum: 0.9,
-                nesterov: true,
-                weight_decay: 5e-4,
-            },
-            schedule: LrSchedule {
-                lr: 0.1,
-                decay: Decay::Cosine {
-                    min_lr: 0.0,
-                    epochs: (epochs.max(2) - 1) as f64,
-                },
-                warmup_epochs: 1.0,
-                warmup_start_lr: 0.01,
-            },
-            label_smoothing: 0.1,
-            ema_decay: None,
-            grad_clip: None,
-            checkpoint_every: 200,
-            log_every: 10,
-            distillation: None,
-        },
-    }
-}
-
 pub fn run(args: Args) -> Result<()> {
     let device = crate::device(&args.device)?;
     let mut cfg = if args.resume && args.out.join("config.toml").exists() {
@@ -100,7 +51,7 @@ pub fn run(args: Args) -> Result<()> {
         let Some(model) = &args.model else {
             anyhow::bail!("give --model NAME or --config FILE")
         };
-        small_data_config(model, 5, 64)
+        RunConfig::small_data(model, 5, 64)
     };
     if !args.resume {
         if let Some(d) = args.data {
@@ -125,13 +76,16 @@ pub fn run(args: Args) -> Result<()> {
             cfg.train.seed = s;
         }
     }
-    let m = run::train(cfg, &args.out, args.resume, &device, true, None)?;
+    let opts = RunOptions {
+        resume: args.resume,
+        progress: true,
+        max_steps: None,
+    };
+    let m = run::train(cfg, &args.out, &device, &opts)?;
     println!(
-        "{}: test top-1 {:.2}%, top-5 {:.2}%, loss {:.4}; {:.1} MMACs, {:.3} M params; {:.0} train images/s; {}",
+        "{}: test {}; {:.1} MMACs, {:.3} M params; {:.0} train images/s; {}",
         m.model,
-        m.top1,
-        m.top5,
-        m.loss,
+        run::figures(&m.test, m.loss),
         m.macs as f64 / 1e6,
         m.params as f64 / 1e6,
         m.images_per_sec,

@@ -80,3 +80,64 @@ fn library_code_follows_the_style_rules() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// The vt crates each library crate may depend on (ARCHITECTURE.md's first invariant): one
+/// way, and vt-train knows no model and no data set.
+const ALLOWED_DEPS: &[(&str, &[&str])] = &[
+    ("vt-ops", &[]),
+    ("vt-layers", &["vt-ops"]),
+    ("vt-backbones", &["vt-ops", "vt-layers"]),
+    ("vt-data", &["vt-ops"]),
+    ("vt-train", &["vt-ops"]),
+    (
+        "vt-run",
+        &["vt-ops", "vt-layers", "vt-backbones", "vt-data", "vt-train"],
+    ),
+];
+
+/// The `vt-*` names in the `[dependencies]` section of a manifest.
+fn vt_dependencies(manifest: &str) -> Vec<String> {
+    let mut in_deps = false;
+    let mut deps = vec![];
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_deps = line == "[dependencies]";
+        } else if in_deps && line.starts_with("vt-") {
+            let name = line.split(['.', '=', ' ']).next().unwrap();
+            deps.push(name.to_string());
+        }
+    }
+    deps
+}
+
+#[test]
+fn crate_dependencies_point_one_way() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates");
+    let mut problems = vec![];
+    let mut seen = vec![];
+    for e in std::fs::read_dir(&root).unwrap() {
+        let dir = e.unwrap().path();
+        let Ok(manifest) = std::fs::read_to_string(dir.join("Cargo.toml")) else {
+            continue;
+        };
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        seen.push(name.clone());
+        let Some((_, allowed)) = ALLOWED_DEPS.iter().find(|(n, _)| *n == name) else {
+            problems.push(format!(
+                "{name}: not in ALLOWED_DEPS (add it, and to ARCHITECTURE.md)"
+            ));
+            continue;
+        };
+        for dep in vt_dependencies(&manifest) {
+            if !allowed.contains(&dep.as_str()) {
+                problems.push(format!("{name} depends on {dep}, which it may not"));
+            }
+        }
+    }
+    assert!(seen.len() >= ALLOWED_DEPS.len(), "{seen:?}");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert_eq!(
+        vt_dependencies("[dependencies]\nvt-ops.workspace = true\nvt-data = { path = \"x\" }\n[dev-dependencies]\nvt-run.workspace = true\n"),
+        ["vt-ops", "vt-data"]
+    );
+}

@@ -24,6 +24,13 @@ pub enum Decay {
         min_lr: f64,
         epochs: f64,
     },
+    /// `min_lr + (lr − min_lr)·(1 − epoch/epochs)^power`, continuous in the step: the
+    /// segmentation schedule of mmseg / DeepLab (power 0.9).
+    Poly {
+        power: f64,
+        min_lr: f64,
+        epochs: f64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -80,6 +87,14 @@ impl LrSchedule {
                 let t = (e / epochs).min(1.0);
                 min_lr + (self.lr - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
             }
+            Decay::Poly {
+                power,
+                min_lr,
+                epochs,
+            } => {
+                let t = (e / epochs).min(1.0);
+                min_lr + (self.lr - min_lr) * (1.0 - t).powf(power)
+            }
         }
     }
 }
@@ -131,5 +146,23 @@ mod tests {
         assert!(close(s.lr(60, 10), 0.55));
         assert!(close(s.lr(110, 10), 0.1));
         assert!(close(s.lr(500, 10), 0.1));
+    }
+
+    #[test]
+    fn poly_decays_to_min_with_its_power() {
+        let s = LrSchedule {
+            lr: 0.02,
+            decay: Decay::Poly {
+                power: 0.9,
+                min_lr: 1e-4,
+                epochs: 4.0,
+            },
+            warmup_epochs: 0.0,
+            warmup_start_lr: 0.0,
+        };
+        assert!(close(s.lr(0, 10), 0.02));
+        assert!(close(s.lr(20, 10), 1e-4 + (0.02 - 1e-4) * 0.5f64.powf(0.9)));
+        assert!(close(s.lr(40, 10), 1e-4));
+        assert!(close(s.lr(90, 10), 1e-4));
     }
 }

@@ -3,7 +3,11 @@
 use candle_core::{DType, Device, Module, ModuleT, Result, Tensor};
 use std::path::PathBuf;
 use vt_ops::{BatchNorm, Dropout, Linear, NoiseSource, Rng, VarStore};
-use vt_train::{BatchSource, Classifier, Decay, LrSchedule, OptimizerConfig, TrainConfig, Trainer};
+use vt_train::metrics::{TOP1, TOP5};
+use vt_train::{
+    read_log, BatchSource, ClassificationStep, Classifier, Decay, LogRecord, LrSchedule,
+    OptimizerConfig, TrainConfig, Trainer,
+};
 
 struct Tiny {
     fc1: Linear,
@@ -133,12 +137,34 @@ fn run_dir(name: &str) -> PathBuf {
 }
 
 fn step_losses(dir: &std::path::Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(dir.join("log.jsonl"))
+    read_log(&dir.join("log.jsonl"))
         .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == "step")
-        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+        .into_iter()
+        .filter_map(|r| match r {
+            LogRecord::Step { step, loss, .. } => Some((step, loss)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// (epoch, step, test top-1) of every eval record.
+fn evals(dir: &std::path::Path) -> Vec<(usize, u64, f64)> {
+    read_log(&dir.join("log.jsonl"))
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r {
+            LogRecord::Eval {
+                epoch,
+                step,
+                result,
+                ema,
+            } => {
+                assert!(ema);
+                assert!(result.scalar(TOP5).unwrap() >= result.scalar(TOP1).unwrap());
+                Some((epoch, step, result.scalar(TOP1).unwrap()))
+            }
+            _ => None,
+        })
         .collect()
 }
 
@@ -153,13 +179,13 @@ fn train(
     let trainer = Trainer {
         cfg: config(),
         run_dir: dir.to_path_buf(),
-        model: &model,
         store: &store,
-        teacher: None,
         max_steps,
         progress: false,
     };
+    let task = ClassificationStep::from_config(&model, &trainer.cfg, None)?;
     let s = trainer.fit(
+        &task,
         &Synthetic::new(40, true),
         &Synthetic::new(24, false),
         resume,
@@ -188,15 +214,23 @@ fn killed_run_resumes_bit_identically() -> Result<()> {
         "losses after resume differ from the uninterrupted run"
     );
     assert_eq!(w_full, w_resumed);
-    assert_eq!(full.test.top1, resumed.test.top1);
+    assert_eq!(full.test, resumed.test);
     assert!(
-        full.test.top1 > 60.0,
+        full.test.scalar(TOP1).unwrap() > 60.0,
         "the tiny model should learn: {:?}",
         full.test
     );
     // one step record per step, none duplicated by the resume
     let steps: Vec<u64> = step_losses(&b).iter().map(|s| s.0).collect();
     assert_eq!(steps, (1..=15).collect::<Vec<_>>());
+    // one eval record per epoch, the same in both runs
+    let e = evals(&b);
+    assert_eq!(
+        e.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>(),
+        [(0, 5), (1, 10), (2, 15)]
+    );
+    assert_eq!(e, evals(&a));
+    assert_eq!(e[2].2, full.test.scalar(TOP1).unwrap());
     Ok(())
 }
 
@@ -240,50 +274,44 @@ fn distillation_needs_its_teacher_and_changes_the_loss() -> Result<()> {
     let teacher = Tiny::new(&teacher_store, None)?;
     let data = (Synthetic::new(40, true), Synthetic::new(24, false));
 
-    let d = run_dir("kd-missing");
-    let no_teacher = Trainer {
-        cfg: cfg.clone(),
-        run_dir: d,
-        model: &student,
-        store: &store,
-        teacher: None,
-        max_steps: None,
-        progress: false,
-    };
-    let err = no_teacher
-        .fit(&data.0, &data.1, false)
-        .unwrap_err()
+    let err = ClassificationStep::from_config(&student, &cfg, None)
+        .err()
+        .unwrap()
         .to_string();
     assert!(err.contains("teacher must be given together"), "{err}");
+    let no_kd = TrainConfig {
+        epochs: 1,
+        ..config()
+    };
+    let err = ClassificationStep::from_config(&student, &no_kd, Some(&teacher))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("teacher given: true"), "{err}");
 
     let d = run_dir("kd");
     let with_teacher = Trainer {
         cfg,
         run_dir: d.clone(),
-        model: &student,
         store: &store,
-        teacher: Some(vt_train::Teacher { model: &teacher }),
         max_steps: Some(1),
         progress: false,
     };
-    with_teacher.fit(&data.0, &data.1, false)?;
+    let task = ClassificationStep::from_config(&student, &with_teacher.cfg, Some(&teacher))?;
+    with_teacher.fit(&task, &data.0, &data.1, false)?;
     let kd_loss = step_losses(&d)[0].1;
     let plain = run_dir("kd-plain");
     let store2 = VarStore::seeded(1, DType::F32, &dev);
     let student2 = Tiny::new(&store2, None)?;
     let t = Trainer {
-        cfg: TrainConfig {
-            epochs: 1,
-            ..config()
-        },
+        cfg: no_kd,
         run_dir: plain.clone(),
-        model: &student2,
         store: &store2,
-        teacher: None,
         max_steps: Some(1),
         progress: false,
     };
-    t.fit(&data.0, &data.1, false)?;
+    let task = ClassificationStep::from_config(&student2, &t.cfg, None)?;
+    t.fit(&task, &data.0, &data.1, false)?;
     assert_ne!(kd_loss, step_losses(&plain)[0].1);
     Ok(())
 }

@@ -1,0 +1,70 @@
+//! The models of a run as vt-train sees them, and where their weights come from.
+
+use crate::config::ModelSection;
+use crate::error::{Result, RunError};
+use candle_core::{DType, Device, ModuleT, Tensor};
+use std::path::Path;
+use vt_backbones::ResNet;
+use vt_ops::{Cost, VarStore};
+use vt_train::{checkpoint, Classifier, DistillConfig};
+
+/// A ResNet / VT-ResNet as a vt-train classifier.
+pub struct Net(pub ResNet);
+
+impl Net {
+    /// The classification model of a (completed) model section, its variables in `store`.
+    pub fn new(model: &ModelSection, store: &VarStore) -> Result<Self> {
+        Ok(Net(ResNet::new(&model.config()?, store.var_builder())?))
+    }
+
+    /// MACs and parameters at `size × size` input.
+    pub fn cost(&self, size: usize) -> Cost {
+        self.0.cost(size, size).total()
+    }
+}
+
+impl Classifier for Net {
+    fn logits(&self, images: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.0.forward_t(images, train)
+    }
+    fn noise(&self) -> Option<&vt_ops::NoiseSource> {
+        Some(self.0.noise())
+    }
+}
+
+/// Weights of a run directory's newest checkpoint (its EMA weights when the run keeps an EMA,
+/// as training evaluates), as a store a model loads from; with the checkpoint's step and
+/// whether the weights are the EMA's.
+pub fn checkpoint_weights(dir: &Path, device: &Device) -> Result<(VarStore, u64, bool)> {
+    let ck = checkpoint::load_latest(dir, device)?.ok_or_else(|| {
+        RunError::Invalid(format!(
+            "{} has no checkpoint (checkpoints/latest)",
+            dir.display()
+        ))
+    })?;
+    let ema = ck.ema.is_some();
+    let origin = ck.dir.display().to_string();
+    let store = VarStore::from_tensors(ck.ema.unwrap_or(ck.model), &origin, DType::F32, device);
+    Ok((store, ck.state.step, ema))
+}
+
+/// The distillation teacher: preset `teacher_model` shaped like the student (width, stem,
+/// classes, channels), weights from a run directory (its newest checkpoint, EMA weights when
+/// kept) or a safetensors file.
+pub fn load_teacher(student: &ModelSection, d: &DistillConfig, device: &Device) -> Result<Net> {
+    let section = ModelSection {
+        preset: d.teacher_model.clone(),
+        ..student.clone()
+    };
+    let path = Path::new(&d.teacher);
+    let store = if path.is_dir() {
+        checkpoint_weights(path, device)?.0
+    } else {
+        VarStore::from_safetensors(path, DType::F32, device)?
+    };
+    let net = Net::new(&section, &store)?;
+    store
+        .finish()
+        .map_err(|e| e.context(format!("teacher {}", d.teacher)))?;
+    Ok(net)
+}

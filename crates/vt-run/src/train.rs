@@ -1,0 +1,107 @@
+//! One training run: config → data → model → the task's step → vt-train's trainer →
+//! `metrics.json`.
+
+use crate::config::RunConfig;
+use crate::data::{prepare, Prepared};
+use crate::error::{invalid, Result, RunError};
+use crate::model::{load_teacher, Net};
+use crate::results::RunMetrics;
+use crate::unsupported;
+use candle_core::{DType, Device};
+use std::path::Path;
+use vt_backbones::Task;
+use vt_ops::{Cost, VarStore};
+use vt_train::{ClassificationStep, Classifier, TrainStep, Trainer};
+
+/// How to run: continue or start, show progress, stop early.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Continue the run in the directory from its newest checkpoint.
+    pub resume: bool,
+    /// A progress bar on a terminal, plain lines otherwise.
+    pub progress: bool,
+    /// Stop after this many optimizer steps (no `metrics.json` is written then).
+    pub max_steps: Option<u64>,
+}
+
+/// Trains (or resumes) the run in `out`: writes the resolved `config.toml`, the log and the
+/// checkpoints, and `metrics.json` when the run completes.
+pub fn train(cfg: RunConfig, out: &Path, device: &Device, opts: &RunOptions) -> Result<RunMetrics> {
+    std::fs::create_dir_all(out).map_err(|e| RunError::io("create", out, e))?;
+    if !opts.resume && out.join("checkpoints/latest").exists() {
+        invalid!(
+            "{} already holds a run; pass --resume to continue it, or choose another --out",
+            out.display()
+        );
+    }
+    let p = prepare(cfg, device)?;
+    p.cfg.save(&out.join("config.toml"))?;
+    let store = VarStore::seeded(p.cfg.train.seed, DType::F32, device);
+    match p.cfg.model.task()? {
+        Task::Classification => {
+            let net = Net::new(&p.cfg.model, &store)?;
+            let cost = net.cost(p.cfg.data.image_size);
+            announce(&p, cost, opts);
+            let teacher = match &p.cfg.train.distillation {
+                Some(d) => Some(load_teacher(&p.cfg.model, d, device)?),
+                None => None,
+            };
+            let teacher = teacher.as_ref().map(|t| t as &dyn Classifier);
+            let task = ClassificationStep::from_config(&net, &p.cfg.train, teacher)?;
+            fit(&p, &store, &task, cost, out, opts)
+        }
+        Task::Segmentation => Err(unsupported(&p.cfg.model.preset)),
+    }
+}
+
+fn announce(p: &Prepared, cost: Cost, opts: &RunOptions) {
+    if opts.progress {
+        eprintln!(
+            "{}: {:.1} MMACs, {:.3} M params at {}px; data: {} ({} train / {} test samples)",
+            p.cfg.model.preset,
+            cost.macs as f64 / 1e6,
+            cost.params as f64 / 1e6,
+            p.cfg.data.image_size,
+            p.source,
+            p.train_samples,
+            p.test_samples
+        );
+    }
+}
+
+/// Fits any task's step and writes its figures.
+fn fit(
+    p: &Prepared,
+    store: &VarStore,
+    task: &dyn TrainStep,
+    cost: Cost,
+    out: &Path,
+    opts: &RunOptions,
+) -> Result<RunMetrics> {
+    let trainer = Trainer {
+        cfg: p.cfg.train.clone(),
+        run_dir: out.to_path_buf(),
+        store,
+        max_steps: opts.max_steps,
+        progress: opts.progress,
+    };
+    let summary = trainer.fit(task, p.train.as_ref(), p.test.as_ref(), opts.resume)?;
+    let metrics = RunMetrics {
+        model: p.cfg.model.preset.clone(),
+        task: p.cfg.model.task()?,
+        loss: summary.test.loss,
+        test: summary.test.metrics,
+        macs: cost.macs,
+        params: cost.params,
+        images_per_sec: summary.train_images_per_sec,
+        epochs: summary.epochs,
+        steps: summary.steps,
+        train_samples: p.train_samples,
+        test_samples: summary.test.samples,
+        data_source: p.source.clone(),
+    };
+    if !summary.stopped_early {
+        metrics.save(&out.join("metrics.json"))?;
+    }
+    Ok(metrics)
+}
