@@ -20,7 +20,7 @@ fn models(c: &mut Criterion) {
     for name in ["resnet18", "vt_resnet18"] {
         let store = VarStore::seeded(0, DType::F32, &dev);
         let net = ResNet::new(
-            &(preset(name).unwrap().config)().with_classes(10),
+            &(preset(name).unwrap().classifier().unwrap().config)().with_classes(10),
             store.var_builder(),
         )
         .unwrap();

@@ -30,7 +30,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let device = crate::device(&args.device)?;
-    let mut cfg = (preset(&args.model)?.config)();
+    let mut cfg = (preset(&args.model)?.classifier()?.config)();
     if let Some(k) = args.num_classes {
         cfg.num_classes = k;
     }

@@ -31,7 +31,7 @@ fn fixture(name: &str) -> PathBuf {
 fn infer_reproduces_the_in_process_forward() -> candle_core::Result<()> {
     let dir = tmp_dir("infer");
     let dev = Device::Cpu;
-    let cfg = (preset("vt_resnet18")?.config)().with_classes(7);
+    let cfg = (preset("vt_resnet18")?.classifier()?.config)().with_classes(7);
     let store = VarStore::seeded(3, DType::F32, &dev);
     let model = ResNet::new(&cfg, store.var_builder())?;
     store.save(&dir.join("w.safetensors"))?;
@@ -166,8 +166,29 @@ fn flops_json_has_every_preset_within_target() {
     assert!(out.status.success());
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = rows.as_array().unwrap();
-    assert_eq!(rows.len(), vt_backbones::PRESETS.len());
+    // a row per classifier (224x224) and two per segmenter (Tables 9 and 10)
+    let segmenters = vt_backbones::PRESETS
+        .iter()
+        .filter(|p| p.task() == vt_backbones::Task::Segmentation)
+        .count();
+    assert_eq!(segmenters, 4);
+    assert_eq!(rows.len(), vt_backbones::PRESETS.len() + segmenters);
     let find = |m: &str| rows.iter().find(|r| r["model"] == m).unwrap();
+    // the reference counter's neck MACs (segmentation.md): R50 FPN / VT-FPN at both sizes
+    for (m, input, neck) in [
+        ("fpn_resnet50", [800, 1216], 55.10e9),
+        ("vt_fpn_resnet50", [800, 1216], 8.57e9),
+        ("fpn_resnet50", [473, 473], 12.89e9),
+        ("vt_fpn_resnet50", [473, 473], 2.09e9),
+    ] {
+        let r = rows
+            .iter()
+            .find(|r| r["model"] == m && r["input"] == serde_json::json!(input))
+            .unwrap_or_else(|| panic!("no {m} row at {input:?}"));
+        let ours = r["neck_macs"].as_f64().unwrap();
+        assert!((ours / neck - 1.0).abs() < 0.002, "{m} {input:?}: {ours}");
+        assert!(r["macs"].as_f64().unwrap() > ours && r["params"].as_f64().unwrap() > 0.0);
+    }
     for m in ["resnet18", "resnet34", "resnet50", "resnet101"] {
         assert!(
             find(m)["macs_rel_err"].as_f64().unwrap().abs() < 0.005,
