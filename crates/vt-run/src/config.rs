@@ -4,7 +4,7 @@
 use crate::error::{invalid, Result, RunError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use vt_backbones::{preset, ResNetConfig, Stem, Task};
+use vt_backbones::{preset, ResNetConfig, SemanticFpnConfig, Stem, Task};
 use vt_train::{Decay, LrSchedule, OptimizerConfig, TrainConfig};
 
 /// The model: a preset, resized and adapted to the data.
@@ -26,8 +26,7 @@ pub struct ModelSection {
 
 impl ModelSection {
     /// The preset's task. Each `match` on it in vt-run is where a task plugs in (data.rs,
-    /// train.rs, results.rs): classification is implemented; segmentation (FPN / VT-FPN,
-    /// per-pixel cross entropy, mIoU) is the next arm.
+    /// train.rs, results.rs).
     pub fn task(&self) -> Result<Task> {
         Ok(preset(&self.preset)?.task())
     }
@@ -49,6 +48,26 @@ impl ModelSection {
         cfg.drop_path = self.drop_path;
         Ok(cfg)
     }
+
+    /// The model config of a segmentation run (classes and channels must be filled); `stem`
+    /// must be `imagenet` (the FPN levels are at strides 4..32) and `dropout` 0.
+    pub fn segmentation_config(&self) -> Result<SemanticFpnConfig> {
+        let mut cfg = (preset(&self.preset)?.segmenter()?.config)().with_width(self.width);
+        let (Some(classes), Some(channels)) = (self.num_classes, self.in_channels) else {
+            invalid!("model.num_classes and model.in_channels must be set")
+        };
+        if self.dropout != 0.0 {
+            invalid!("model.dropout is {} but a segmentation model has no dropout", self.dropout)
+        }
+        cfg.num_classes = classes;
+        cfg.trunk.in_channels = channels;
+        cfg.trunk.stem = self.stem;
+        cfg.trunk.drop_path = self.drop_path;
+        if let Err(e) = cfg.validate() {
+            invalid!("model `{}`: {e}", self.preset)
+        }
+        Ok(cfg)
+    }
 }
 
 /// A data recipe's augmentation.
@@ -62,6 +81,22 @@ pub enum Augment {
     CropFlip,
     /// ImageNet: RandomResizedCrop + flip + AutoAugment (ImageNet policy).
     AutoAugment,
+    /// Segmentation: random scale (0.5-2.0), crop to `image_size` (padded with the ignore
+    /// label), horizontal flip; evaluation on the whole image padded to a multiple of 32.
+    ScaleCropFlip,
+}
+
+/// The Fashion-MNIST mosaics a segmentation run trains on when `data.path` is absent
+/// (`train_limit` / `test_limit` mosaics, 1000 / 200 by default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MosaicSection {
+    /// Canvas side in pixels.
+    pub canvas: usize,
+    /// Integer upscaling of each 28 px item.
+    pub item_scale: usize,
+    pub min_items: usize,
+    pub max_items: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -77,6 +112,9 @@ pub struct DataSection {
     pub train_limit: Option<usize>,
     pub test_limit: Option<usize>,
     pub workers: usize,
+    /// The mosaics of a segmentation run without `path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mosaic: Option<MosaicSection>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -127,6 +165,7 @@ impl RunConfig {
                 train_limit: None,
                 test_limit: None,
                 workers: 2,
+                mosaic: None,
             },
             train: TrainConfig {
                 epochs,
@@ -151,6 +190,71 @@ impl RunConfig {
                 grad_clip: None,
                 checkpoint_every: 200,
                 log_every: 10,
+                distillation: None,
+            },
+        }
+    }
+}
+
+impl RunConfig {
+    /// The small-data segmentation recipe for a segmentation preset: width 1/4, Fashion-MNIST
+    /// mosaics of `canvas` px (items scaled x2 at 128 px and more) unless `data.path` is set,
+    /// random scale + crop + flip, SGD with momentum 0.9 and weight decay 1e-4, LR 0.02 with
+    /// a short linear warmup and poly decay (power 0.9), as detectron2 / mmseg train semantic
+    /// FPNs; no label smoothing.
+    pub fn segmentation(preset: &str, canvas: usize, epochs: usize, batch_size: usize) -> Self {
+        let item_scale = if canvas >= 128 { 2 } else { 1 };
+        // the mosaics' grid has one cell per item size that fits on each side
+        let cells = (canvas / (28 * item_scale)).pow(2);
+        RunConfig {
+            model: ModelSection {
+                preset: preset.into(),
+                width: 0.25,
+                stem: Stem::Imagenet,
+                dropout: 0.0,
+                drop_path: 0.0,
+                num_classes: None,
+                in_channels: None,
+            },
+            data: DataSection {
+                path: None,
+                format: None,
+                image_size: canvas,
+                augment: Augment::ScaleCropFlip,
+                train_limit: None,
+                test_limit: None,
+                workers: 2,
+                mosaic: Some(MosaicSection {
+                    canvas,
+                    item_scale,
+                    min_items: 2.min(cells),
+                    max_items: 6.min(cells),
+                }),
+            },
+            train: TrainConfig {
+                epochs,
+                batch_size,
+                seed: 0,
+                optimizer: OptimizerConfig::Sgd {
+                    momentum: 0.9,
+                    nesterov: false,
+                    weight_decay: 1e-4,
+                },
+                schedule: LrSchedule {
+                    lr: 0.02,
+                    decay: Decay::Poly {
+                        power: 0.9,
+                        min_lr: 0.0,
+                        epochs: (epochs as f64 - 0.25).max(0.25),
+                    },
+                    warmup_epochs: 0.25,
+                    warmup_start_lr: 0.002,
+                },
+                label_smoothing: 0.0,
+                ema_decay: None,
+                grad_clip: None,
+                checkpoint_every: 100,
+                log_every: 5,
                 distillation: None,
             },
         }
@@ -187,6 +291,16 @@ mod tests {
         assert_eq!(seg.task()?, Task::Segmentation);
         let err = seg.config().unwrap_err().to_string();
         assert!(err.contains("is a segmentation model"), "{err}");
+        // a segmentation recipe round-trips too, and its model needs the ImageNet stem
+        let sc = RunConfig::segmentation("vt_fpn_resnet50", 128, 2, 8);
+        let back: RunConfig = toml::from_str(&toml::to_string_pretty(&sc)?).unwrap();
+        assert_eq!(back, sc);
+        let mut m = sc.model.clone();
+        (m.num_classes, m.in_channels) = (Some(11), Some(1));
+        assert_eq!(m.segmentation_config()?.num_classes, 11);
+        m.stem = Stem::Small;
+        let err = m.segmentation_config().unwrap_err().to_string();
+        assert!(err.contains("ImageNet stem"), "{err}");
         Ok(())
     }
 }

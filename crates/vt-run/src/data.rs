@@ -3,31 +3,31 @@
 
 use crate::config::{Augment, DataSection, RunConfig};
 use crate::error::{invalid, Result};
-use crate::unsupported;
 use candle_core::{Device, Tensor};
 use std::sync::Arc;
 use vt_backbones::Task;
-use vt_data::dataset::ClassSet;
+use vt_data::dataset::{ClassSet, SegSet};
 use vt_data::transforms::{Pipeline, Prepare};
 use vt_data::{
-    AutoAugment, CenterCrop, ClassSample, Compose, Dataset, Loader, LoaderConfig, Normalize,
-    RandomCrop, RandomHorizontalFlip, RandomResizedCrop, Resize,
+    AutoAugment, CenterCrop, ClassSample, Compose, Dataset, Loader, LoaderConfig, MosaicConfig,
+    Normalize, RandomCrop, RandomHorizontalFlip, RandomResizedCrop, Resize, SegPipeline,
+    SegSample, SegmentationData,
 };
 use vt_ops::Rng;
 use vt_train::BatchSource;
 
-/// A seeded, class-balanced subset of a data set.
-struct Subset {
-    inner: ClassSet,
+/// The samples `indices` of a data set.
+struct Subset<S> {
+    inner: Arc<dyn Dataset<Sample = S>>,
     indices: Vec<usize>,
 }
 
-impl Dataset for Subset {
-    type Sample = ClassSample;
+impl<S> Dataset for Subset<S> {
+    type Sample = S;
     fn len(&self) -> usize {
         self.indices.len()
     }
-    fn get(&self, i: usize) -> vt_data::error::Result<ClassSample> {
+    fn get(&self, i: usize) -> vt_data::error::Result<S> {
         self.inner.get(self.indices[i])
     }
     fn describe(&self, i: usize) -> String {
@@ -92,13 +92,12 @@ pub fn classification_pipelines(
     channels: usize,
 ) -> Result<(Pipeline, Pipeline)> {
     let s = data.image_size;
-    let normalize = if channels == 1 {
-        Normalize::new(vec![0.2860], vec![0.3530])? // Fashion-MNIST statistics
-    } else {
-        Normalize::imagenet()
-    };
+    let normalize = normalization(channels)?;
     let train = match data.augment {
         Augment::None => Compose::new(),
+        Augment::ScaleCropFlip => {
+            invalid!("data.augment scale_crop_flip is a segmentation recipe")
+        }
         Augment::PadCropFlip => Compose::new()
             .then(RandomCrop::padded(s, (s / 8).max(1)))
             .then(RandomHorizontalFlip::default()),
@@ -142,8 +141,135 @@ pub struct Prepared {
 pub fn prepare(cfg: RunConfig, device: &Device) -> Result<Prepared> {
     match cfg.model.task()? {
         Task::Classification => prepare_classification(cfg, device),
-        Task::Segmentation => Err(unsupported(&cfg.model.preset)),
+        Task::Segmentation => prepare_segmentation(cfg, device),
     }
+}
+
+/// At most `n` samples of `set`, drawn in an order fixed by `seed`; kept in index order.
+fn seeded_subset(set: SegSet, n: Option<usize>, seed: u64) -> SegSet {
+    let Some(n) = n.filter(|&n| n < set.len()) else {
+        return set;
+    };
+    let mut indices: Vec<usize> = (0..set.len()).collect();
+    Rng::derive(seed, &[0x5e65]).shuffle(&mut indices);
+    indices.truncate(n);
+    indices.sort_unstable();
+    Arc::new(Subset {
+        inner: set,
+        indices,
+    })
+}
+
+/// Mosaics per split when a segmentation run on mosaics sets no limit.
+const DEFAULT_MOSAICS: (usize, usize) = (1000, 200);
+
+/// The segmentation data of a config: the directory in `data.path` (any layout vt-data
+/// detects, or `data.format`), else Fashion-MNIST mosaics as `data.mosaic` describes.
+pub fn open_segmentation_data(data: &DataSection, seed: u64) -> Result<SegmentationData> {
+    match &data.path {
+        Some(p) => {
+            let format = data
+                .format
+                .as_deref()
+                .map(str::parse::<vt_data::Format>)
+                .transpose()?;
+            let mut d = vt_data::open_segmentation(p, format)?;
+            d.train = seeded_subset(d.train, data.train_limit, seed);
+            d.test = seeded_subset(d.test, data.test_limit, seed + 1);
+            Ok(d)
+        }
+        None => {
+            let Some(m) = data.mosaic else {
+                invalid!("a segmentation run needs data.path or a [data.mosaic] section")
+            };
+            let cfg = MosaicConfig {
+                canvas: m.canvas,
+                item_scale: m.item_scale,
+                min_items: m.min_items,
+                max_items: m.max_items,
+                ..MosaicConfig::new(data.train_limit.unwrap_or(DEFAULT_MOSAICS.0), seed)
+            };
+            let test = data.test_limit.unwrap_or(DEFAULT_MOSAICS.1);
+            Ok(vt_data::fashion_mnist_mosaics(None, cfg, test)?)
+        }
+    }
+}
+
+/// Normalisation by channel count: Fashion-MNIST's statistics for one, ImageNet's for three.
+fn normalization(channels: usize) -> Result<Normalize> {
+    Ok(match channels {
+        1 => Normalize::new(vec![0.2860], vec![0.3530])?,
+        _ => Normalize::imagenet(),
+    })
+}
+
+/// The train and test pipelines of a segmentation recipe: `ScaleCropFlip` (or the eval
+/// pipeline for `None`) for training; the whole image padded to a multiple of 32 for testing.
+pub fn segmentation_pipelines(
+    data: &DataSection,
+    channels: usize,
+) -> Result<(SegPipeline, SegPipeline)> {
+    let s = data.image_size;
+    let normalize = normalization(channels)?;
+    let divisor = vt_backbones::SIZE_DIVISIBILITY;
+    if s % divisor != 0 {
+        invalid!("data.image_size {s}: a segmentation crop must be a multiple of {divisor}")
+    }
+    let train = match data.augment {
+        Augment::ScaleCropFlip => SegPipeline::train((s, s), (0.5, 2.0), Some(normalize.clone()))?,
+        Augment::None => SegPipeline::eval(divisor, Some(normalize.clone()))?,
+        other => invalid!("data.augment {other:?} is a classification recipe; segmentation uses scale_crop_flip or none"),
+    };
+    Ok((train, SegPipeline::eval(divisor, Some(normalize))?))
+}
+
+fn loader_configs(cfg: &RunConfig) -> (LoaderConfig, LoaderConfig) {
+    let train = LoaderConfig {
+        shuffle: true,
+        drop_last: true,
+        workers: cfg.data.workers,
+        seed: cfg.train.seed,
+        ..LoaderConfig::new(cfg.train.batch_size)
+    };
+    let test = LoaderConfig {
+        shuffle: false,
+        drop_last: false,
+        ..train.clone()
+    };
+    (train, test)
+}
+
+fn prepare_segmentation(mut cfg: RunConfig, device: &Device) -> Result<Prepared> {
+    let data = open_segmentation_data(&cfg.data, cfg.train.seed)?;
+    if data.train.is_empty() || data.test.is_empty() {
+        invalid!("{}: the train or test split is empty", data.source);
+    }
+    let channels = data.train.get(0)?.image.channels;
+    cfg.model.num_classes.get_or_insert(data.num_classes);
+    cfg.model.in_channels.get_or_insert(channels);
+    let (train_p, test_p) = segmentation_pipelines(&cfg.data, channels)?;
+    let (train_cfg, test_cfg) = loader_configs(&cfg);
+    let train = Loader::new(
+        data.train.clone(),
+        Arc::new(train_p) as Arc<dyn Prepare<SegSample>>,
+        train_cfg,
+        device,
+    )?;
+    let test_samples = data.test.len();
+    let test = Loader::new(
+        data.test.clone(),
+        Arc::new(test_p) as Arc<dyn Prepare<SegSample>>,
+        test_cfg,
+        device,
+    )?;
+    Ok(Prepared {
+        train_samples: train.num_batches() * cfg.train.batch_size,
+        cfg,
+        train: Box::new(LoaderSource(train)),
+        test: Box::new(LoaderSource(test)),
+        test_samples,
+        source: data.source,
+    })
 }
 
 fn prepare_classification(mut cfg: RunConfig, device: &Device) -> Result<Prepared> {
@@ -169,18 +295,7 @@ fn prepare_classification(mut cfg: RunConfig, device: &Device) -> Result<Prepare
         invalid!("{}: the train or test split is empty", data.source);
     }
     let (train_p, test_p) = classification_pipelines(&cfg.data, data.channels)?;
-    let train_cfg = LoaderConfig {
-        shuffle: true,
-        drop_last: true,
-        workers: cfg.data.workers,
-        seed,
-        ..LoaderConfig::new(cfg.train.batch_size)
-    };
-    let test_cfg = LoaderConfig {
-        shuffle: false,
-        drop_last: false,
-        ..train_cfg.clone()
-    };
+    let (train_cfg, test_cfg) = loader_configs(&cfg);
     let train = Loader::new(
         train_set,
         Arc::new(train_p) as Arc<dyn Prepare<ClassSample>>,

@@ -30,17 +30,13 @@ pub mod model;
 pub mod results;
 mod train;
 
-pub use config::{saved_config, Augment, DataSection, ModelSection, RunConfig};
-pub use data::{class_balanced_subset, prepare, LoaderSource, Prepared};
+pub use config::{saved_config, Augment, DataSection, ModelSection, MosaicSection, RunConfig};
+pub use data::{
+    class_balanced_subset, open_segmentation_data, prepare, segmentation_pipelines, LoaderSource,
+    Prepared,
+};
 pub use error::{Result, RunError};
-pub use model::{checkpoint_weights, load_teacher, Net};
+pub use model::{checkpoint_weights, load_teacher, Net, SegNet};
 pub use results::{evaluate_run, load_result, EvalPoint, Evaluation, RunMetrics, RunResult};
 pub use train::{train, RunOptions};
 pub use vt_backbones::Task;
-
-/// The error of a task vt-run cannot run yet (segmentation: the lead's next step).
-fn unsupported(preset: &str) -> RunError {
-    RunError::Invalid(format!(
-        "`{preset}` is a segmentation model; vt-run trains and evaluates classification runs only so far"
-    ))
-}

@@ -4,9 +4,9 @@ use crate::config::ModelSection;
 use crate::error::{Result, RunError};
 use candle_core::{DType, Device, ModuleT, Tensor};
 use std::path::Path;
-use vt_backbones::ResNet;
+use vt_backbones::{ResNet, SemanticFpn};
 use vt_ops::{Cost, VarStore};
-use vt_train::{checkpoint, Classifier, DistillConfig};
+use vt_train::{checkpoint, Classifier, DistillConfig, Segmenter};
 
 /// A ResNet / VT-ResNet as a vt-train classifier.
 pub struct Net(pub ResNet);
@@ -24,6 +24,33 @@ impl Net {
 }
 
 impl Classifier for Net {
+    fn logits(&self, images: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.0.forward_t(images, train)
+    }
+    fn noise(&self) -> Option<&vt_ops::NoiseSource> {
+        Some(self.0.noise())
+    }
+}
+
+/// An FPN / VT-FPN semantic segmentation model as a vt-train segmenter.
+pub struct SegNet(pub SemanticFpn);
+
+impl SegNet {
+    /// The segmentation model of a (completed) model section, its variables in `store`.
+    pub fn new(model: &ModelSection, store: &VarStore) -> Result<Self> {
+        Ok(SegNet(SemanticFpn::new(
+            &model.segmentation_config()?,
+            store.var_builder(),
+        )?))
+    }
+
+    /// MACs and parameters at `size × size` input.
+    pub fn cost(&self, size: usize) -> Cost {
+        self.0.cost(size, size).total()
+    }
+}
+
+impl Segmenter for SegNet {
     fn logits(&self, images: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         self.0.forward_t(images, train)
     }

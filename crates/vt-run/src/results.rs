@@ -4,14 +4,15 @@
 use crate::config::saved_config;
 use crate::data::prepare;
 use crate::error::{Result, RunError};
-use crate::model::{checkpoint_weights, Net};
-use crate::unsupported;
+use crate::model::{checkpoint_weights, Net, SegNet};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 use vt_backbones::Task;
-use vt_train::{evaluate, read_log, ClassificationStep, EvalResult, LogRecord, MetricValue};
+use vt_train::{
+    evaluate, read_log, ClassificationStep, EvalResult, LogRecord, MetricValue, SegmentationStep,
+};
 
 /// What `metrics.json` holds at the end of a run: the final test figures, cost and speed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -165,7 +166,12 @@ pub fn evaluate_run(dir: &Path, data: Option<&Path>, device: &Device) -> Result<
             };
             evaluate(&task, p.test.as_ref())?
         }
-        Task::Segmentation => return Err(unsupported(&p.cfg.model.preset)),
+        Task::Segmentation => {
+            let net = SegNet::new(&p.cfg.model, &store)?;
+            store.finish()?;
+            let classes = net.0.config().num_classes;
+            evaluate(&SegmentationStep::new(&net, classes), p.test.as_ref())?
+        }
     };
     Ok(Evaluation {
         model: p.cfg.model.preset.clone(),

@@ -4,14 +4,13 @@
 use crate::config::RunConfig;
 use crate::data::{prepare, Prepared};
 use crate::error::{invalid, Result, RunError};
-use crate::model::{load_teacher, Net};
+use crate::model::{load_teacher, Net, SegNet};
 use crate::results::RunMetrics;
-use crate::unsupported;
 use candle_core::{DType, Device};
 use std::path::Path;
 use vt_backbones::Task;
 use vt_ops::{Cost, VarStore};
-use vt_train::{ClassificationStep, Classifier, TrainStep, Trainer};
+use vt_train::{ClassificationStep, Classifier, SegmentationStep, TrainStep, Trainer};
 
 /// How to run: continue or start, show progress, stop early.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -50,7 +49,14 @@ pub fn train(cfg: RunConfig, out: &Path, device: &Device, opts: &RunOptions) -> 
             let task = ClassificationStep::from_config(&net, &p.cfg.train, teacher)?;
             fit(&p, &store, &task, cost, out, opts)
         }
-        Task::Segmentation => Err(unsupported(&p.cfg.model.preset)),
+        Task::Segmentation => {
+            let net = SegNet::new(&p.cfg.model, &store)?;
+            let cost = net.cost(p.cfg.data.image_size);
+            announce(&p, cost, opts);
+            let classes = net.0.config().num_classes;
+            let task = SegmentationStep::from_config(&net, classes, &p.cfg.train)?;
+            fit(&p, &store, &task, cost, out, opts)
+        }
     }
 }
 

@@ -70,3 +70,55 @@ fn a_tiny_run_trains_reads_back_and_evaluates() -> vt_run::Result<()> {
     assert!(err.to_string().starts_with("cannot read config"), "{err}");
     Ok(())
 }
+
+/// The same for segmentation: VT-FPN on 64 px mosaics, metrics.json with mIoU, pixel accuracy
+/// and per-class IoU, the evaluation reproducing them, resume after a kill.
+#[test]
+fn a_tiny_segmentation_run_trains_evaluates_and_resumes() -> vt_run::Result<()> {
+    use vt_train::metrics::{MIOU, PER_CLASS_IOU, PIXEL_ACC};
+    let out = std::env::temp_dir().join(format!("vt-run-seg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let dev = Device::Cpu;
+    let mut cfg = RunConfig::segmentation("vt_fpn_resnet50", 64, 2, 4);
+    cfg.model.width = 0.0625;
+    cfg.data.train_limit = Some(8);
+    cfg.data.test_limit = Some(6);
+    cfg.data.workers = 1;
+    cfg.train.log_every = 1;
+    cfg.train.checkpoint_every = 1;
+    // killed after 3 of its 4 steps, then resumed: the same figures as one uninterrupted run
+    let killed = RunOptions {
+        max_steps: Some(3),
+        ..Default::default()
+    };
+    let partial = train(cfg.clone(), &out, &dev, &killed)?;
+    assert_eq!(partial.steps, 3);
+    assert!(!out.join("metrics.json").exists());
+    let resumed = RunOptions {
+        resume: true,
+        ..Default::default()
+    };
+    let m = train(saved_config(&out)?, &out, &dev, &resumed)?;
+    assert_eq!((m.epochs, m.steps, m.test_samples), (2, 4, 6));
+    let miou = m.scalar(MIOU).unwrap();
+    let acc = m.scalar(PIXEL_ACC).unwrap();
+    assert!((0.0..=100.0).contains(&miou) && (0.0..=100.0).contains(&acc));
+    assert_eq!(m.per_class(PER_CLASS_IOU).unwrap().len(), 11);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    for key in ["miou", "pixel_acc", "loss", "images_per_sec"] {
+        assert!(v[key].as_f64().is_some_and(f64::is_finite), "{key}: {v}");
+    }
+    assert_eq!(v["task"], "segmentation");
+    assert!(v["per_class_iou"].is_array());
+    let e = evaluate_run(&out, None, &dev)?;
+    assert_eq!(e.result.scalar(MIOU), Some(miou));
+    assert_eq!(e.result.scalar(PIXEL_ACC), Some(acc));
+
+    let other = std::env::temp_dir().join(format!("vt-run-seg-whole-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&other);
+    let whole = train(cfg, &other, &dev, &RunOptions::default())?;
+    assert_eq!(whole.scalar(MIOU), Some(miou), "resume is bit-identical");
+    assert_eq!(load_result(&out)?.curve(MIOU).len(), 2);
+    Ok(())
+}
