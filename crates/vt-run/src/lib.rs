@@ -10,6 +10,7 @@
 //!   a vt-train [`vt_train::BatchSource`];
 //! * [`model`]: the backbones as vt-train models, checkpoint weights, the distillation teacher;
 //! * [`train()`]: one run end to end;
+//! * [`predict`]: class maps of a trained segmentation run, PNG class maps and overlays;
 //! * [`results`]: `metrics.json`, a finished run read back, a checkpoint evaluated again;
 //! * [`error`]: the one error type, [`RunError`], naming the file or key at fault.
 //!
@@ -27,6 +28,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod model;
+pub mod predict;
 pub mod results;
 mod train;
 
@@ -37,6 +39,7 @@ pub use data::{
 };
 pub use error::{Result, RunError};
 pub use model::{checkpoint_weights, load_teacher, Net, SegNet};
+pub use predict::{write_class_map, write_overlay, Prediction, Segmentation};
 pub use results::{evaluate_run, load_result, EvalPoint, Evaluation, RunMetrics, RunResult};
 pub use train::{train, RunOptions};
 pub use vt_backbones::Task;
