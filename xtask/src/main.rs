@@ -11,6 +11,7 @@ mod parity;
 mod report;
 mod reproduce;
 mod run;
+mod seg_report;
 mod train;
 
 use clap::{Parser, Subcommand};

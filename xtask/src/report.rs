@@ -59,7 +59,7 @@ impl Row {
     }
 }
 
-fn line_chart(
+pub(crate) fn line_chart(
     path: &Path,
     title: &str,
     x_label: &str,
@@ -115,7 +115,7 @@ fn line_chart(
 }
 
 /// Moving average over `w` points, so step losses read as curves.
-fn smooth(s: &[(f64, f64)], w: usize) -> Vec<(f64, f64)> {
+pub(crate) fn smooth(s: &[(f64, f64)], w: usize) -> Vec<(f64, f64)> {
     (0..s.len())
         .map(|i| {
             let lo = i.saturating_sub(w - 1);
@@ -183,8 +183,13 @@ fn verdicts(results: &[Row]) -> Vec<String> {
     out
 }
 
-pub fn write(out: &Path, results: &[Row], level: &str) -> Result<PathBuf> {
+/// Writes `results.csv`, the classification plots and `report.md` (with `segmentation`, the
+/// segmentation section in markdown, after the ablations).
+pub fn write(out: &Path, results: &[Row], segmentation: &str, level: &str) -> Result<PathBuf> {
     // results.csv
+    if results.is_empty() {
+        return write_md(out, format!("# vt reproduction report (preset `{level}`)\n\n{segmentation}"));
+    }
     let mut csv = String::from("suite,run,preset,paper_row,top1,top5,loss,macs,params,train_images_per_sec,epochs,steps,paper_top1,paper_macs_m,paper_params_m\n");
     for r in results {
         let m = r.metrics();
@@ -275,8 +280,8 @@ pub fn write(out: &Path, results: &[Row], level: &str) -> Result<PathBuf> {
     if let Some(r) = results.first() {
         let m = r.metrics();
         writeln!(md, "Data: {} — {} training samples seen per epoch, {} test samples; {} epochs per run. One recipe, one seed, for every run.\n", m.data_source, m.train_samples, m.test_samples, m.epochs)?;
+        writeln!(md, "MACs and parameters are ours at the input size trained on; the paper's are at 224 px ImageNet (1000 classes). Top-1 of the paper is ImageNet; ours is the data above, so compare directions, not values.\n")?;
     }
-    writeln!(md, "MACs and parameters are ours at the input size trained on; the paper's are at 224 px ImageNet (1000 classes). Top-1 of the paper is ImageNet; ours is the data above, so compare directions, not values.\n")?;
     if !cls.is_empty() {
         writeln!(md, "## Classification (Tables 2 / 8)\n\n| model | top-1 % | top-5 % | test loss | MMACs | M params | train img/s | paper top-1 % | paper MMACs | paper M params |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
         for r in &cls {
@@ -326,9 +331,12 @@ pub fn write(out: &Path, results: &[Row], level: &str) -> Result<PathBuf> {
         }
         md.push('\n');
     }
-    writeln!(md, "## What matches the paper and what doesn't\n")?;
-    for v in verdicts(results) {
-        writeln!(md, "{v}")?;
+    md.push_str(segmentation);
+    if !results.is_empty() {
+        writeln!(md, "## What matches the paper and what doesn't\n")?;
+        for v in verdicts(results) {
+            writeln!(md, "{v}")?;
+        }
     }
     writeln!(md, "\nEvery comparison above is a single seed at a small budget; differences of about one point are within run-to-run noise.\n")?;
     writeln!(md, "## Plots\n")?;
@@ -346,6 +354,11 @@ pub fn write(out: &Path, results: &[Row], level: &str) -> Result<PathBuf> {
             writeln!(md, "![{t}]({f})\n")?;
         }
     }
+    write_md(out, md)
+}
+
+/// Writes `report.md` atomically.
+fn write_md(out: &Path, md: String) -> Result<PathBuf> {
     let path = out.join("report.md");
     let tmp = out.join("report.md.tmp");
     std::fs::write(&tmp, md)?;

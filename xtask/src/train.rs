@@ -3,28 +3,34 @@
 use crate::run::{self, RunConfig, RunOptions};
 use anyhow::Result;
 use std::path::PathBuf;
+use vt_backbones::Task;
 use vt_train::Decay;
 
 /// Train a preset (or a config file) on any data vt-data reads; writes the resolved config,
-/// a JSON-lines log, checkpoints and `metrics.json` (test top-1/top-5/loss, MACs, params,
-/// training images/s) to `--out`.
+/// a JSON-lines log, checkpoints and `metrics.json` (test loss and metrics: top-1/top-5 for
+/// classifiers, mIoU / pixel accuracy / per-class IoU for segmenters; MACs, params, training
+/// images/s) to `--out`. The preset decides the task.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Preset name (`cargo xtask list`); used with the small-data recipe
+    /// Preset name (`cargo xtask list`). A classifier uses the small-data recipe
     /// (`vt_run::RunConfig::small_data`: width 1/4, small-image stem, 28 px, pad+crop+flip,
-    /// SGD with Nesterov momentum, cosine decay after one warmup epoch, label smoothing 0.1).
+    /// SGD with Nesterov momentum, cosine decay after one warmup epoch, label smoothing 0.1);
+    /// a segmenter the segmentation recipe (`vt_run::RunConfig::segmentation`: width 1/4,
+    /// 256 px Fashion-MNIST mosaics or --data, random scale + crop + flip, SGD, poly LR).
     #[arg(long, conflicts_with = "config")]
     model: Option<String>,
     /// A TOML file with `[model] [data] [train]` sections (as written to <out>/config.toml).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Data directory (IDX, CIFAR binary or image folders; detected). Default: Fashion-MNIST.
+    /// Data directory (IDX, CIFAR binary, image folders; for segmenters VOC, LIP, COCO-stuff
+    /// or segmentation folders; detected). Default: Fashion-MNIST (mosaics for segmenters).
     #[arg(long)]
     data: Option<PathBuf>,
     #[arg(long)]
     epochs: Option<usize>,
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Input side (segmentation: the training crop and the mosaic canvas, a multiple of 32).
     #[arg(long)]
     image_size: Option<usize>,
     /// Width multiplier of every channel count.
@@ -51,7 +57,12 @@ pub fn run(args: Args) -> Result<()> {
         let Some(model) = &args.model else {
             anyhow::bail!("give --model NAME or --config FILE")
         };
-        RunConfig::small_data(model, 5, 64)
+        match vt_backbones::preset(model)?.task() {
+            Task::Classification => RunConfig::small_data(model, 5, 64),
+            Task::Segmentation => {
+                RunConfig::segmentation(model, args.image_size.unwrap_or(256), 5, 8)
+            }
+        }
     };
     if !args.resume {
         if let Some(d) = args.data {
@@ -59,8 +70,12 @@ pub fn run(args: Args) -> Result<()> {
         }
         if let Some(e) = args.epochs {
             cfg.train.epochs = e;
-            if let Decay::Cosine { epochs, .. } = &mut cfg.train.schedule.decay {
-                *epochs = (e as f64 - cfg.train.schedule.warmup_epochs).max(1.0);
+            // the decay spans the epochs after the warmup
+            let warmup = cfg.train.schedule.warmup_epochs;
+            if let Decay::Cosine { epochs, .. } | Decay::Poly { epochs, .. } =
+                &mut cfg.train.schedule.decay
+            {
+                *epochs = (e as f64 - warmup).max(1.0);
             }
         }
         if let Some(b) = args.batch_size {
@@ -68,6 +83,9 @@ pub fn run(args: Args) -> Result<()> {
         }
         if let Some(s) = args.image_size {
             cfg.data.image_size = s;
+            if let Some(m) = &mut cfg.data.mosaic {
+                m.canvas = s;
+            }
         }
         if let Some(w) = args.width {
             cfg.model.width = w;
