@@ -147,12 +147,15 @@ pub fn run(args: Args) -> Result<()> {
                 r.input[0],
                 r.input[1],
                 r.macs as f64 / 1e6,
-                r.paper_macs.map_or("-".into(), |m| format!("{:.0}", m / 1e6)),
+                r.paper_macs
+                    .map_or("-".into(), |m| format!("{:.0}", m / 1e6)),
                 pct(r.macs_rel_err),
                 r.params as f64 / 1e6,
-                r.paper_params.map_or("-".into(), |m| format!("{:.1}", m / 1e6)),
+                r.paper_params
+                    .map_or("-".into(), |m| format!("{:.1}", m / 1e6)),
                 pct(r.params_rel_err),
-                r.mismatch.map_or(String::new(), |m| format!("known mismatch: {m}")),
+                r.mismatch
+                    .map_or(String::new(), |m| format!("known mismatch: {m}")),
             );
         }
     }

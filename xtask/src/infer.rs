@@ -1,27 +1,39 @@
-//! `cargo xtask infer`: eval-mode forward of a preset with given weights.
+//! `cargo xtask infer`: eval-mode forward of a preset with given weights, or of a trained
+//! segmentation run on an image.
 
+use crate::run::{write_class_map, Segmentation};
 use anyhow::{Context, Result};
-use candle_core::{DType, ModuleT};
+use candle_core::{DType, ModuleT, Tensor};
 use std::collections::HashMap;
-use std::path::PathBuf;
-use vt_backbones::{preset, ResNet};
+use std::path::{Path, PathBuf};
+use vt_backbones::{preset, PresetKind, ResNet, SemanticFpn};
+use vt_data::{Image, LabelMap};
 use vt_ops::VarStore;
 
-/// Eval-mode forward of tensor `x` from INPUT; writes `logits` to OUTPUT. torchvision ResNet
-/// checkpoints load as they are; missing, unexpected or mis-shaped keys are listed in one error.
+/// Eval-mode forward; writes `logits` to OUTPUT (safetensors) and, for a segmentation model,
+/// the class map as a VOC-coloured PNG beside it (OUTPUT with extension `.png`).
+///
+/// Either `--model M --weights W --input X.safetensors` (a tensor `x` (N, C, H, W); for a
+/// segmenter H and W multiples of 32; torchvision ResNet checkpoints load as they are;
+/// missing, unexpected or mis-shaped keys are listed in one error), or `--checkpoint RUN
+/// --input IMAGE.png|jpg` (a segmentation run's newest weights and its eval pipeline: the
+/// image normalised and padded as in evaluation, the class map at the image's size).
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(long)]
-    model: String,
+    #[arg(long, required_unless_present = "checkpoint")]
+    model: Option<String>,
     /// Weights as safetensors with PyTorch names.
-    #[arg(long)]
-    weights: PathBuf,
-    /// safetensors file holding `x` (N, C, H, W).
+    #[arg(long, required_unless_present = "checkpoint")]
+    weights: Option<PathBuf>,
+    /// A segmentation run directory (from `train` or `reproduce`).
+    #[arg(long, conflicts_with_all = ["model", "weights"])]
+    checkpoint: Option<PathBuf>,
+    /// safetensors file holding `x` (N, C, H, W), or an image with --checkpoint.
     #[arg(long)]
     input: PathBuf,
     #[arg(long)]
     output: PathBuf,
-    /// Classifier size (default: the preset's, 1000).
+    /// Classifier size or segmentation classes (default: the preset's).
     #[arg(long)]
     num_classes: Option<usize>,
     #[arg(long, default_value = "cpu")]
@@ -30,12 +42,32 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let device = crate::device(&args.device)?;
-    let mut cfg = (preset(&args.model)?.classifier()?.config)();
-    if let Some(k) = args.num_classes {
-        cfg.num_classes = k;
+    if let Some(dir) = &args.checkpoint {
+        let seg = Segmentation::load(dir, &device)?;
+        let image = Image::open_rgb(&args.input)?;
+        let image = match seg.channels {
+            1 => grey(&image),
+            _ => image,
+        };
+        let (map, logits) = seg.predict(&image)?;
+        return write_outputs(&args.output, &logits, Some(&map));
     }
-    let store = VarStore::from_safetensors(&args.weights, DType::F32, &device)?;
-    let model = ResNet::new(&cfg, store.var_builder())?;
+    let (Some(name), Some(weights)) = (&args.model, &args.weights) else {
+        anyhow::bail!("give --model and --weights, or --checkpoint")
+    };
+    let store = VarStore::from_safetensors(weights, DType::F32, &device)?;
+    let model: Box<dyn ModuleT> = match &preset(name)?.kind {
+        PresetKind::Classifier(c) => {
+            let mut cfg = (c.config)();
+            cfg.num_classes = args.num_classes.unwrap_or(cfg.num_classes);
+            Box::new(ResNet::new(&cfg, store.var_builder())?)
+        }
+        PresetKind::Segmenter(s) => {
+            let mut cfg = (s.config)();
+            cfg.num_classes = args.num_classes.unwrap_or(cfg.num_classes);
+            Box::new(SemanticFpn::new(&cfg, store.var_builder())?)
+        }
+    };
     store.finish()?;
     let inputs = candle_core::safetensors::load(&args.input, &device)
         .with_context(|| format!("cannot read input {}", args.input.display()))?;
@@ -57,18 +89,63 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let logits = model.forward_t(&x, false)?;
-    let tmp = args.output.with_extension("safetensors.tmp");
+    let map = match logits.rank() {
+        4 => Some(class_map(&logits.get(0)?)?),
+        _ => None,
+    };
+    write_outputs(&args.output, &logits, map.as_ref())
+}
+
+/// The argmax over classes of logits `(K, H, W)`.
+fn class_map(logits: &Tensor) -> Result<LabelMap> {
+    let (_, h, w) = logits.dims3()?;
+    let data = logits
+        .argmax(0)?
+        .flatten_all()?
+        .to_dtype(DType::U32)?
+        .to_vec1::<u32>()?
+        .into_iter()
+        .map(|c| c.min(255) as u8)
+        .collect();
+    Ok(LabelMap::new(w, h, data)?)
+}
+
+/// The mean of the colour channels, for a model trained on one channel.
+fn grey(img: &Image) -> Image {
+    let data = img
+        .data
+        .chunks(img.channels)
+        .map(|p| (p.iter().map(|&v| v as u32).sum::<u32>() / p.len() as u32) as u8)
+        .collect();
+    Image {
+        channels: 1,
+        data,
+        ..img.clone()
+    }
+}
+
+fn write_outputs(output: &Path, logits: &Tensor, map: Option<&LabelMap>) -> Result<()> {
+    let tmp = output.with_extension("safetensors.tmp");
     candle_core::safetensors::save(
         &HashMap::from([("logits".to_string(), logits.clone())]),
         &tmp,
     )
     .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &args.output)
-        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    std::fs::rename(&tmp, output).with_context(|| format!("cannot write {}", output.display()))?;
     println!(
         "logits {:?} written to {}",
         logits.shape(),
-        args.output.display()
+        output.display()
     );
+    if let Some(m) = map {
+        let png = output.with_extension("png");
+        write_class_map(&png, m)?;
+        println!(
+            "class map {}x{} written to {}",
+            m.width,
+            m.height,
+            png.display()
+        );
+    }
     Ok(())
 }

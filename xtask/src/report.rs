@@ -188,7 +188,10 @@ fn verdicts(results: &[Row]) -> Vec<String> {
 pub fn write(out: &Path, results: &[Row], segmentation: &str, level: &str) -> Result<PathBuf> {
     // results.csv
     if results.is_empty() {
-        return write_md(out, format!("# vt reproduction report (preset `{level}`)\n\n{segmentation}"));
+        return write_md(
+            out,
+            format!("# vt reproduction report (preset `{level}`)\n\n{segmentation}"),
+        );
     }
     let mut csv = String::from("suite,run,preset,paper_row,top1,top5,loss,macs,params,train_images_per_sec,epochs,steps,paper_top1,paper_macs_m,paper_params_m\n");
     for r in results {

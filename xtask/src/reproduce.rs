@@ -3,8 +3,8 @@
 //! or a kill continues where it stopped.
 
 use crate::report::{self, Row};
-use crate::seg_report::SegRow;
 use crate::run::{self, Augment, RunConfig, RunOptions};
+use crate::seg_report::SegRow;
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 use std::path::{Path, PathBuf};
@@ -118,7 +118,7 @@ const SEGMENTATION: [&str; 2] = ["fpn_resnet50", "vt_fpn_resnet50"];
 
 /// The segmentation recipe of each level (vt_run::RunConfig::segmentation: SGD with momentum,
 /// poly LR, random scale + crop + flip). `cpu`: width 1/4, 256 px mosaics (where the VT-FPN
-/// neck saves 4.5x of the FPN's MACs; at 64 px it would save 1.5x), 3 epochs of 640 mosaics.
+/// neck saves 4.5x of the FPN's MACs; at 64 px it would save 1.5x), 3 epochs of 800 mosaics.
 fn segmentation_template(level: Level, preset: &str, data: Option<PathBuf>) -> Result<RunConfig> {
     Ok(match level {
         Level::Smoke => {
@@ -133,13 +133,15 @@ fn segmentation_template(level: Level, preset: &str, data: Option<PathBuf>) -> R
         }
         Level::Cpu => {
             let mut cfg = RunConfig::segmentation(preset, 256, 3, 8);
-            cfg.data.train_limit = Some(640);
+            cfg.data.train_limit = Some(800);
             cfg.data.test_limit = Some(160);
             cfg
         }
         Level::Paper => {
             let Some(dir) = data else {
-                anyhow::bail!("--preset paper segments LIP or COCO-stuff: give its directory with --seg-data");
+                anyhow::bail!(
+                    "--preset paper segments LIP or COCO-stuff: give its directory with --seg-data"
+                );
             };
             // LIP's recipe in the paper: SGD, weight decay 5e-4, LR 0.01 (its batch 96 and
             // schedule length are beyond one GPU; 50 epochs of batch 16 here), 480 px crops
@@ -255,7 +257,12 @@ pub fn run(args: Args) -> Result<()> {
         Level::Cpu => "cpu",
         Level::Paper => "paper",
     });
-    let runs = plan(args.suite, args.preset, args.data.clone(), args.seg_data.clone())?;
+    let runs = plan(
+        args.suite,
+        args.preset,
+        args.data.clone(),
+        args.seg_data.clone(),
+    )?;
     std::fs::create_dir_all(&out)?;
     let (mut results, mut seg_results) = (Vec::with_capacity(runs.len()), vec![]);
     for (i, r) in runs.iter().enumerate() {

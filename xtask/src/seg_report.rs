@@ -101,7 +101,12 @@ pub fn section(out: &Path, rows: &[SegRow], device: &Device) -> Result<String> {
         "step",
         "loss (moving average)",
         &series(&|r| {
-            let l: Vec<(f64, f64)> = r.result.train_loss.iter().map(|&(s, l)| (s as f64, l)).collect();
+            let l: Vec<(f64, f64)> = r
+                .result
+                .train_loss
+                .iter()
+                .map(|&(s, l)| (s as f64, l))
+                .collect();
             smooth(&l, 10)
         }),
     )?;
@@ -139,16 +144,26 @@ pub fn section(out: &Path, rows: &[SegRow], device: &Device) -> Result<String> {
     let seg = Segmentation::load(&rows[0].dir, device)
         .with_context(|| format!("cannot load {}", rows[0].dir.display()))?;
     let names = seg.data.class_names.clone();
-    write!(md, "Per-class IoU % (– : class absent from the test ground truth)\n\n| class |")?;
+    write!(
+        md,
+        "Per-class IoU % (– : class absent from the test ground truth)\n\n| class |"
+    )?;
     for r in rows {
         write!(md, " {} |", r.name)?;
     }
     write!(md, "\n|---|{}\n", "---:|".repeat(rows.len()))?;
     for k in 0..seg.num_classes {
-        let name = names.get(k).cloned().unwrap_or_else(|| format!("class {k}"));
+        let name = names
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| format!("class {k}"));
         write!(md, "| {name} |")?;
         for r in rows {
-            let v = r.result.metrics.per_class(PER_CLASS_IOU).and_then(|p| p.get(k).copied().flatten());
+            let v = r
+                .result
+                .metrics
+                .per_class(PER_CLASS_IOU)
+                .and_then(|p| p.get(k).copied().flatten());
             write!(md, " {} |", v.map_or("–".into(), |v| format!("{v:.2}")))?;
         }
         md.push('\n');
@@ -176,7 +191,10 @@ pub fn section(out: &Path, rows: &[SegRow], device: &Device) -> Result<String> {
 fn verdicts(rows: &[SegRow]) -> Vec<String> {
     let mut out = vec![];
     for fpn in rows.iter().filter(|r| !r.is_vt()) {
-        let Some(vt) = rows.iter().find(|r| r.is_vt() && r.preset.name == format!("vt_{}", fpn.preset.name)) else {
+        let Some(vt) = rows
+            .iter()
+            .find(|r| r.is_vt() && r.preset.name == format!("vt_{}", fpn.preset.name))
+        else {
             continue;
         };
         let d = vt.scalar(MIOU) - fpn.scalar(MIOU);
@@ -191,7 +209,11 @@ fn verdicts(rows: &[SegRow]) -> Vec<String> {
             "- {} vs {}: mIoU {d:+.2} points (paper {pc:+.2} on COCO-stuff, {pl:+.2} on LIP) — {}.",
             vt.name,
             fpn.name,
-            if d >= -0.5 { "equal or better, as the paper claims" } else { "VT-FPN is **worse** here, unlike the paper" }
+            if d >= -0.5 {
+                "equal or better, as the paper claims"
+            } else {
+                "VT-FPN is **worse** here, unlike the paper"
+            }
         ));
         out.push(format!(
             "- Neck MACs: FPN / VT-FPN = {neck:.2}x at {s}x{s} (paper 6.48x at 800x1216, 6.40x at 473x473; the saving grows with the input, segmentation.md); total MACs {total:.2}x (paper 1.41x); training images/s VT-FPN / FPN = {speed:.2}x.",

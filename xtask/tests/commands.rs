@@ -259,3 +259,72 @@ fn data_inspect_lists_unreadable_files_and_fails_unless_skip_bad() {
     ]);
     assert!(out.status.success());
 }
+
+/// Segmentation through the commands: `train --config` of a tiny VT-FPN on mosaics, `eval` of
+/// the run reproducing its mIoU, `infer --checkpoint` on a PNG writing logits and a class map.
+#[test]
+fn segmentation_trains_evaluates_and_infers_through_the_cli() {
+    let dir = tmp_dir("seg");
+    let run = dir.join("run");
+    let _ = std::fs::remove_dir_all(&run);
+    let mut cfg = vt_run::RunConfig::segmentation("vt_fpn_resnet50", 64, 1, 4);
+    cfg.model.width = 0.0625;
+    cfg.data.train_limit = Some(8);
+    cfg.data.test_limit = Some(4);
+    cfg.data.workers = 1;
+    let config = dir.join("seg.toml");
+    cfg.save(&config).unwrap();
+    let out = xtask(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    let miou = format!("mIoU {:.2}%", m["miou"].as_f64().unwrap());
+    let out = xtask(&["eval", "--checkpoint", run.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&miou) && text.contains("pixel accuracy"),
+        "{text} vs {miou}"
+    );
+
+    // an RGB image of a size that is not a multiple of 32: the class map keeps its size
+    let img = dir.join("in.png");
+    image::RgbImage::from_fn(50, 40, |x, y| {
+        image::Rgb([(x * 5) as u8, (y * 6) as u8, 90])
+    })
+    .save(&img)
+    .unwrap();
+    let logits = dir.join("out.safetensors");
+    let out = xtask(&[
+        "infer",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--input",
+        img.to_str().unwrap(),
+        "--output",
+        logits.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = candle_core::safetensors::load(&logits, &Device::Cpu).unwrap();
+    assert_eq!(t["logits"].dims(), &[11, 40, 50]);
+    let map = image::open(logits.with_extension("png")).unwrap();
+    assert_eq!((map.width(), map.height()), (50, 40));
+}

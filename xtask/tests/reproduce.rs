@@ -102,6 +102,36 @@ fn smoke_reproduction_writes_a_complete_report() {
         "{} vs {top1}",
         String::from_utf8_lossy(&out_eval.stdout)
     );
+    // the segmentation section: both models beside Tables 9/10, the ratios, the overlays
+    assert!(
+        report.contains("## Segmentation (Tables 9 / 10)"),
+        "{report}"
+    );
+    for model in ["fpn_resnet50", "vt_fpn_resnet50"] {
+        assert!(
+            report.contains(&format!("| {model} | ")),
+            "{model}:\n{report}"
+        );
+        for i in 0..3 {
+            let png = dir.join(format!("overlays/{model}_{i}.png"));
+            assert!(
+                std::fs::read(&png).unwrap().starts_with(b"\x89PNG"),
+                "{}",
+                png.display()
+            );
+        }
+        let m: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("segmentation/{model}/metrics.json")))
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(m["miou"].as_f64().is_some_and(f64::is_finite), "{m}");
+        assert_eq!(m["per_class_iou"].as_array().map(Vec::len), Some(11), "{m}");
+    }
+    assert!(report.contains("Neck MACs: FPN / VT-FPN = "), "{report}");
+    assert!(report.contains("| background |"), "{report}");
+    let seg_csv = std::fs::read_to_string(dir.join("segmentation.csv")).unwrap();
+    assert_eq!(seg_csv.lines().count(), 1 + 2);
     // rerunning skips every finished run
     let second = run();
     assert!(second.status.success());
@@ -109,6 +139,6 @@ fn smoke_reproduction_writes_a_complete_report() {
         String::from_utf8_lossy(&second.stderr)
             .matches("finished earlier, skipped")
             .count(),
-        13
+        15
     );
 }

@@ -143,25 +143,37 @@ fn every_preset_trains_at_a_tiny_input() -> Result<()> {
         // output is unused by the token head (reference Decision 14)
         let wf = Tensor::randn(0f32, 1., feat.shape(), &Device::Cpu)?;
         let grads = ((logits * w)?.sum_all()? + (feat * wf)?.sum_all()?)?.backward()?;
-        for (name, var) in store.vars() {
-            if name.ends_with("running_mean") || name.ends_with("running_var") {
-                continue;
-            }
-            let g = grads
-                .get(var.as_tensor())
-                .unwrap_or_else(|| panic!("{}: no gradient for {name}", p.name));
-            let g = g.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(g.is_finite(), "{}: {name} gradient not finite", p.name);
-            // these biases add a constant along a softmax axis: their true gradient is 0
-            let shift_invariant = [
-                "tokenizer.coef.bias",
-                "tokenizer.key.bias",
-                "transformer.key.bias",
-                "projector.key.bias",
-            ];
-            if !shift_invariant.iter().any(|s| name.ends_with(s)) {
-                assert!(g > 0.0, "{}: zero gradient for {name}", p.name);
-            }
+        // these biases add a constant along a softmax axis: their true gradient is 0
+        let shift_invariant = [
+            "tokenizer.coef.bias",
+            "tokenizer.key.bias",
+            "transformer.key.bias",
+            "projector.key.bias",
+        ];
+        assert_gradients(p.name, &store, &grads, &shift_invariant)?;
+    }
+    Ok(())
+}
+
+/// Every trainable variable of `store` has a finite gradient, non-zero unless its name ends
+/// with one of `zero_allowed`.
+fn assert_gradients(
+    model: &str,
+    store: &VarStore,
+    grads: &candle_core::backprop::GradStore,
+    zero_allowed: &[&str],
+) -> Result<()> {
+    for (name, var) in store.vars() {
+        if name.ends_with("running_mean") || name.ends_with("running_var") {
+            continue;
+        }
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{model}: no gradient for {name}"));
+        let g = g.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(g.is_finite(), "{model}: {name} gradient not finite");
+        if !zero_allowed.iter().any(|s| name.ends_with(s)) {
+            assert!(g > 0.0, "{model}: zero gradient for {name}");
         }
     }
     Ok(())
@@ -242,20 +254,8 @@ fn every_segmentation_preset_trains_at_a_tiny_input() -> Result<()> {
         assert_eq!(logits.dims(), &[2, 3, 64, 96], "{}", p.name);
         let w = Tensor::randn(0f32, 1., logits.shape(), &Device::Cpu)?;
         let grads = (logits * w)?.sum_all()?.backward()?;
-        for (name, var) in store.vars() {
-            if name.ends_with("running_mean") || name.ends_with("running_var") {
-                continue;
-            }
-            let g = grads
-                .get(var.as_tensor())
-                .unwrap_or_else(|| panic!("{}: no gradient for {name}", p.name));
-            let g = g.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(g.is_finite(), "{}: {name} gradient not finite", p.name);
-            // a bias before a softmax over its own axis has true gradient 0
-            if !name.ends_with("coef.bias") {
-                assert!(g > 0.0, "{}: zero gradient for {name}", p.name);
-            }
-        }
+        // a bias before a softmax over its own axis has true gradient 0
+        assert_gradients(p.name, &store, &grads, &["coef.bias"])?;
         // S4: other sizes are refused with a message that says what to do
         let bad = Tensor::zeros((1, 3, 60, 64), DType::F32, &Device::Cpu)?;
         let err = candle_core::ModuleT::forward_t(&model, &bad, false).unwrap_err();

@@ -88,7 +88,10 @@ mod tests {
         let x = Tensor::new(&[[[1f64, 3.], [5., 7.], [0., 0.], [2., -2.]]], &dev)?;
         let w = Tensor::new(&[1f64, 2., 1., 0.5], &dev)?;
         let b = Tensor::new(&[0f64, 1., 0., 0.], &dev)?;
-        let y = norm(2, &w, &b).forward(&x)?.flatten_all()?.to_vec1::<f64>()?;
+        let y = norm(2, &w, &b)
+            .forward(&x)?
+            .flatten_all()?
+            .to_vec1::<f64>()?;
         // group 0 = {1, 3, 5, 7}: mean 4, var 5; group 1 = {0, 0, 2, -2}: mean 0, var 2
         let (s0, s1) = ((5f64 + 1e-5).sqrt(), (2f64 + 1e-5).sqrt());
         let want = [

@@ -57,7 +57,10 @@ impl ModelSection {
             invalid!("model.num_classes and model.in_channels must be set")
         };
         if self.dropout != 0.0 {
-            invalid!("model.dropout is {} but a segmentation model has no dropout", self.dropout)
+            invalid!(
+                "model.dropout is {} but a segmentation model has no dropout",
+                self.dropout
+            )
         }
         cfg.num_classes = classes;
         cfg.trunk.in_channels = channels;

@@ -9,9 +9,8 @@ use vt_backbones::Task;
 use vt_data::dataset::{ClassSet, SegSet};
 use vt_data::transforms::{Pipeline, Prepare};
 use vt_data::{
-    AutoAugment, CenterCrop, ClassSample, Compose, Dataset, Loader, LoaderConfig, MosaicConfig,
-    Normalize, RandomCrop, RandomHorizontalFlip, RandomResizedCrop, Resize, SegPipeline,
-    SegSample, SegmentationData,
+    AutoAugment, CenterCrop, Compose, Dataset, Loader, LoaderConfig, MosaicConfig, Normalize,
+    RandomCrop, RandomHorizontalFlip, RandomResizedCrop, Resize, SegPipeline, SegmentationData,
 };
 use vt_ops::Rng;
 use vt_train::BatchSource;
@@ -168,12 +167,7 @@ const DEFAULT_MOSAICS: (usize, usize) = (1000, 200);
 pub fn open_segmentation_data(data: &DataSection, seed: u64) -> Result<SegmentationData> {
     match &data.path {
         Some(p) => {
-            let format = data
-                .format
-                .as_deref()
-                .map(str::parse::<vt_data::Format>)
-                .transpose()?;
-            let mut d = vt_data::open_segmentation(p, format)?;
+            let mut d = vt_data::open_segmentation(p, format(data)?)?;
             d.train = seeded_subset(d.train, data.train_limit, seed);
             d.test = seeded_subset(d.test, data.test_limit, seed + 1);
             Ok(d)
@@ -248,42 +242,54 @@ fn prepare_segmentation(mut cfg: RunConfig, device: &Device) -> Result<Prepared>
     cfg.model.num_classes.get_or_insert(data.num_classes);
     cfg.model.in_channels.get_or_insert(channels);
     let (train_p, test_p) = segmentation_pipelines(&cfg.data, channels)?;
+    loaders(
+        cfg,
+        data.train,
+        data.test,
+        Arc::new(train_p),
+        Arc::new(test_p),
+        data.source,
+        device,
+    )
+}
+
+/// Both loaders of a run over prepared splits, as a [`Prepared`].
+fn loaders<S: Send + 'static>(
+    cfg: RunConfig,
+    train_set: Arc<dyn Dataset<Sample = S>>,
+    test_set: Arc<dyn Dataset<Sample = S>>,
+    train_pipeline: Arc<dyn Prepare<S>>,
+    test_pipeline: Arc<dyn Prepare<S>>,
+    source: String,
+    device: &Device,
+) -> Result<Prepared> {
     let (train_cfg, test_cfg) = loader_configs(&cfg);
-    let train = Loader::new(
-        data.train.clone(),
-        Arc::new(train_p) as Arc<dyn Prepare<SegSample>>,
-        train_cfg,
-        device,
-    )?;
-    let test_samples = data.test.len();
-    let test = Loader::new(
-        data.test.clone(),
-        Arc::new(test_p) as Arc<dyn Prepare<SegSample>>,
-        test_cfg,
-        device,
-    )?;
+    let test_samples = test_set.len();
+    let train = Loader::new(train_set, train_pipeline, train_cfg, device)?;
+    let test = Loader::new(test_set, test_pipeline, test_cfg, device)?;
     Ok(Prepared {
         train_samples: train.num_batches() * cfg.train.batch_size,
         cfg,
         train: Box::new(LoaderSource(train)),
         test: Box::new(LoaderSource(test)),
         test_samples,
-        source: data.source,
+        source,
     })
+}
+
+/// The format named in `data.format`, if any (detected from the directory otherwise).
+fn format(data: &DataSection) -> Result<Option<vt_data::Format>> {
+    Ok(data
+        .format
+        .as_deref()
+        .map(str::parse::<vt_data::Format>)
+        .transpose()?)
 }
 
 fn prepare_classification(mut cfg: RunConfig, device: &Device) -> Result<Prepared> {
     let data = match &cfg.data.path {
         None => vt_data::fashion_mnist(None)?,
-        Some(p) => {
-            let format = cfg
-                .data
-                .format
-                .as_deref()
-                .map(str::parse::<vt_data::Format>)
-                .transpose()?;
-            vt_data::open_classification(p, format)?
-        }
+        Some(p) => vt_data::open_classification(p, format(&cfg.data)?)?,
     };
     cfg.model.num_classes.get_or_insert(data.num_classes);
     cfg.model.in_channels.get_or_insert(data.channels);
@@ -295,28 +301,15 @@ fn prepare_classification(mut cfg: RunConfig, device: &Device) -> Result<Prepare
         invalid!("{}: the train or test split is empty", data.source);
     }
     let (train_p, test_p) = classification_pipelines(&cfg.data, data.channels)?;
-    let (train_cfg, test_cfg) = loader_configs(&cfg);
-    let train = Loader::new(
-        train_set,
-        Arc::new(train_p) as Arc<dyn Prepare<ClassSample>>,
-        train_cfg,
-        device,
-    )?;
-    let test_samples = test_set.len();
-    let test = Loader::new(
-        test_set,
-        Arc::new(test_p) as Arc<dyn Prepare<ClassSample>>,
-        test_cfg,
-        device,
-    )?;
-    Ok(Prepared {
-        train_samples: train.num_batches() * cfg.train.batch_size,
+    loaders(
         cfg,
-        train: Box::new(LoaderSource(train)),
-        test: Box::new(LoaderSource(test)),
-        test_samples,
-        source: data.source,
-    })
+        train_set,
+        test_set,
+        Arc::new(train_p),
+        Arc::new(test_p),
+        data.source,
+        device,
+    )
 }
 
 #[cfg(test)]

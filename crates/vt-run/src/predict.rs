@@ -16,6 +16,8 @@ pub struct Segmentation {
     pipeline: SegPipeline,
     device: Device,
     pub num_classes: usize,
+    /// Image channels the model reads.
+    pub channels: usize,
     /// The run's data (its test split, class names, source).
     pub data: SegmentationData,
 }
@@ -41,6 +43,7 @@ impl Segmentation {
         let (_, pipeline) = segmentation_pipelines(&cfg.data, channels)?;
         Ok(Self {
             num_classes: net.0.config().num_classes,
+            channels,
             net,
             pipeline,
             device: device.clone(),
@@ -62,10 +65,11 @@ impl Segmentation {
             (1, p.image.channels, p.image.height, p.image.width),
             &self.device,
         )?;
+        let train = false; // predictions use BN's running statistics, as evaluation does
         let logits = self
             .net
             .0
-            .forward_t(&x, false)?
+            .forward_t(&x, train)?
             .narrow(2, 0, h)?
             .narrow(3, 0, w)?
             .squeeze(0)?;
@@ -134,9 +138,13 @@ pub fn write_class_map(path: &Path, map: &LabelMap) -> Result<()> {
 /// prediction blended over it.
 pub fn write_overlay(path: &Path, p: &Prediction) -> Result<()> {
     let (w, h) = (p.image.width, p.image.height);
-    if (p.truth.width, p.truth.height) != (w, h) || (p.prediction.width, p.prediction.height) != (w, h)
+    if (p.truth.width, p.truth.height) != (w, h)
+        || (p.prediction.width, p.prediction.height) != (w, h)
     {
-        invalid!("overlay {}: maps differ in size from the {w}x{h} image", path.display())
+        invalid!(
+            "overlay {}: maps differ in size from the {w}x{h} image",
+            path.display()
+        )
     }
     let pixel = |x: usize, y: usize| -> [u8; 3] {
         match p.image.channels {
@@ -148,7 +156,10 @@ pub fn write_overlay(path: &Path, p: &Prediction) -> Result<()> {
     for y in 0..h {
         for x in 0..w {
             let px = pixel(x, y);
-            for (panel, map) in [None, Some(&p.truth), Some(&p.prediction)].iter().enumerate() {
+            for (panel, map) in [None, Some(&p.truth), Some(&p.prediction)]
+                .iter()
+                .enumerate()
+            {
                 let colour = match map {
                     None => px,
                     Some(m) => {
@@ -189,7 +200,8 @@ mod tests {
         };
         let path = std::env::temp_dir().join(format!("vt-overlay-{}.png", std::process::id()));
         write_overlay(&path, &p)?;
-        let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
+        let decoder =
+            png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
         let mut reader = decoder.read_info().unwrap();
         let mut buf = vec![0; reader.output_buffer_size().unwrap()];
         let info = reader.next_frame(&mut buf).unwrap();
