@@ -2,14 +2,15 @@
 
 use anyhow::{bail, Result};
 use std::path::PathBuf;
-use vt_backbones::fixture::run_fixture;
+use candle_core::DType;
+use vt_backbones::fixture::run_fixture_as;
 
 /// Build the module a fixture file describes (`__metadata__.vt_fixture`), run it, and compare
 /// outputs, gradients and BN statistics with the stored reference values. Exits non-zero if
 /// any tensor exceeds its tolerance.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Fixture file(s) made by reference/make_fixtures.py.
+    /// Fixture file(s) made by reference/make_fixtures.py or make_seg_fixtures.py.
     #[arg(long, required = true, num_args = 1..)]
     fixture: Vec<PathBuf>,
     /// cpu or cuda.
@@ -18,15 +19,20 @@ pub struct Args {
     /// Print every compared tensor, not only the worst per file.
     #[arg(long)]
     verbose: bool,
+    /// Run the module in float64 (checks the maths without float32 rounding; the train-mode
+    /// VT-FPN fixture needs it, see crates/vt-backbones/tests/parity.rs).
+    #[arg(long)]
+    f64: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let device = crate::device(&args.device)?;
     let mut failed = 0;
     for f in &args.fixture {
-        let report = run_fixture(f, &device)?;
+        let dtype = if args.f64 { DType::F64 } else { DType::F32 };
+        let report = run_fixture_as(f, &device, dtype)?;
         println!(
-            "{} ({}, {} mode, {} on {})",
+            "{} ({}, {} mode, {} on {}, {dtype:?})",
             f.display(),
             report.module,
             report.mode,
