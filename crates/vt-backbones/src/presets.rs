@@ -341,7 +341,7 @@ macro_rules! seg {
     };
 }
 
-const SEG_TOTAL_MISMATCH: Option<&str> = Some("the paper's total FLOPs count slightly less than trunk + neck + detectron2's head (ours is ~3 % above at 800x1216; segmentation.md)");
+const SEG_TOTAL_MISMATCH: Option<&str> = Some("the paper's total FLOPs count slightly less than trunk + neck + detectron2's head (ours is 2-5 % above Tables 9/10; segmentation.md)");
 
 pub const PRESETS: &[Preset] = &[
     p!(resnet18, ResNetConfig::resnet18, "Table 2", 1814.0, 11.7, 69.9, 1814.1, 11.680, None),
