@@ -1,8 +1,8 @@
 //! `cargo xtask parity`: check a reference fixture.
 
 use anyhow::{bail, Result};
-use std::path::PathBuf;
 use candle_core::DType;
+use std::path::PathBuf;
 use vt_backbones::fixture::run_fixture_as;
 
 /// Build the module a fixture file describes (`__metadata__.vt_fixture`), run it, and compare

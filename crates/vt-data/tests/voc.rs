@@ -22,18 +22,8 @@ fn voc_colour(i: u8) -> [u8; 3] {
 
 /// An 8-bit palette PNG with VOC's colours; the indices come from `f(x, y)`.
 fn write_voc_label(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> u8) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let file = std::fs::File::create(path).unwrap();
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
-    enc.set_color(png::ColorType::Indexed);
-    enc.set_depth(png::BitDepth::Eight);
-    enc.set_palette((0..=255u8).flat_map(voc_colour).collect::<Vec<u8>>());
-    let mut writer = enc.write_header().unwrap();
-    let data: Vec<u8> = (0..h)
-        .flat_map(|y| (0..w).map(move |x| (x, y)))
-        .map(|(x, y)| f(x, y))
-        .collect();
-    writer.write_image_data(&data).unwrap();
+    let palette: Vec<u8> = (0..=255u8).flat_map(voc_colour).collect();
+    common::write_indexed_png(path, w, h, &palette, f);
 }
 
 /// Labels of the test images: 255 on the diagonal (borders), else (x + 2y) mod 21.

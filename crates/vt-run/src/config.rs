@@ -197,9 +197,7 @@ impl RunConfig {
             },
         }
     }
-}
 
-impl RunConfig {
     /// The small-data segmentation recipe for a segmentation preset: width 1/4, Fashion-MNIST
     /// mosaics of `canvas` px (items scaled x2 at 128 px and more) unless `data.path` is set,
     /// random scale + crop + flip, SGD with momentum 0.9 and weight decay 1e-4, LR 0.02 with
@@ -209,58 +207,36 @@ impl RunConfig {
         let item_scale = if canvas >= 128 { 2 } else { 1 };
         // the mosaics' grid has one cell per item size that fits on each side
         let cells = (canvas / (28 * item_scale)).pow(2);
-        RunConfig {
-            model: ModelSection {
-                preset: preset.into(),
-                width: 0.25,
-                stem: Stem::Imagenet,
-                dropout: 0.0,
-                drop_path: 0.0,
-                num_classes: None,
-                in_channels: None,
+        let mut cfg = Self::small_data(preset, epochs, batch_size);
+        cfg.model.stem = Stem::Imagenet;
+        cfg.data.image_size = canvas;
+        cfg.data.augment = Augment::ScaleCropFlip;
+        cfg.data.mosaic = Some(MosaicSection {
+            canvas,
+            item_scale,
+            min_items: 2.min(cells),
+            max_items: 6.min(cells),
+        });
+        let train = &mut cfg.train;
+        train.optimizer = OptimizerConfig::Sgd {
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 1e-4,
+        };
+        train.schedule = LrSchedule {
+            lr: 0.02,
+            decay: Decay::Poly {
+                power: 0.9,
+                min_lr: 0.0,
+                epochs: (epochs as f64 - 0.25).max(0.25),
             },
-            data: DataSection {
-                path: None,
-                format: None,
-                image_size: canvas,
-                augment: Augment::ScaleCropFlip,
-                train_limit: None,
-                test_limit: None,
-                workers: 2,
-                mosaic: Some(MosaicSection {
-                    canvas,
-                    item_scale,
-                    min_items: 2.min(cells),
-                    max_items: 6.min(cells),
-                }),
-            },
-            train: TrainConfig {
-                epochs,
-                batch_size,
-                seed: 0,
-                optimizer: OptimizerConfig::Sgd {
-                    momentum: 0.9,
-                    nesterov: false,
-                    weight_decay: 1e-4,
-                },
-                schedule: LrSchedule {
-                    lr: 0.02,
-                    decay: Decay::Poly {
-                        power: 0.9,
-                        min_lr: 0.0,
-                        epochs: (epochs as f64 - 0.25).max(0.25),
-                    },
-                    warmup_epochs: 0.25,
-                    warmup_start_lr: 0.002,
-                },
-                label_smoothing: 0.0,
-                ema_decay: None,
-                grad_clip: None,
-                checkpoint_every: 100,
-                log_every: 5,
-                distillation: None,
-            },
-        }
+            warmup_epochs: 0.25,
+            warmup_start_lr: 0.002,
+        };
+        train.label_smoothing = 0.0;
+        train.checkpoint_every = 100;
+        train.log_every = 5;
+        cfg
     }
 }
 

@@ -34,15 +34,21 @@ pub fn write_labels(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> u8) {
         .unwrap();
 }
 
-/// An 8-bit palette PNG (VOC style): the indices are the labels.
+/// An 8-bit palette PNG (VOC style): the indices are the labels; the palette's colours are
+/// unrelated to them.
 pub fn write_palette_labels(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> u8) {
+    let palette: Vec<u8> = (0..=255u8).flat_map(|i| [i, 255 - i, i / 2]).collect();
+    write_indexed_png(path, w, h, &palette, f);
+}
+
+/// An 8-bit palette PNG with the given palette (256 RGB triples); indices from `f(x, y)`.
+pub fn write_indexed_png(path: &Path, w: u32, h: u32, palette: &[u8], f: impl Fn(u32, u32) -> u8) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let file = std::fs::File::create(path).unwrap();
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
     enc.set_color(png::ColorType::Indexed);
     enc.set_depth(png::BitDepth::Eight);
-    let palette: Vec<u8> = (0..=255u8).flat_map(|i| [i, 255 - i, i / 2]).collect();
-    enc.set_palette(palette);
+    enc.set_palette(palette.to_vec());
     let mut writer = enc.write_header().unwrap();
     let data: Vec<u8> = (0..h)
         .flat_map(|y| (0..w).map(move |x| (x, y)))
