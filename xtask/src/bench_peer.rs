@@ -31,9 +31,10 @@ pub struct Args {
     /// A python with torch and torchvision (e.g. a venv's bin/python).
     #[arg(long)]
     python: Option<PathBuf>,
-    /// Folder with vt_reference.py and vt_seg_reference.py, for the PyTorch VT models.
-    #[arg(long, default_value = "../shared/reference")]
-    reference: PathBuf,
+    /// Folder with vt_reference.py and vt_seg_reference.py, for the PyTorch VT models
+    /// (default: the copies in benches/peer/reference).
+    #[arg(long)]
+    reference: Option<PathBuf>,
     /// Presets (`cargo xtask list`): classifiers and segmenters.
     #[arg(long, default_value = "resnet18,vt_resnet18", value_delimiter = ',')]
     models: Vec<String>,
@@ -136,13 +137,15 @@ fn load() -> String {
         .unwrap_or_default()
 }
 
-/// The PyTorch side, `benches/peer/models.py`: in the checkout this binary was built from, or
-/// else under the current directory (a binary carried to another machine).
-fn peer_script() -> PathBuf {
-    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../benches/peer/models.py");
+/// `benches/peer/<rel>`, the PyTorch side: in the checkout this binary was built from, or else
+/// under the current directory (a binary carried to another machine).
+fn peer_path(rel: &str) -> PathBuf {
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../benches/peer")
+        .join(rel);
     match built.exists() {
         true => built,
-        false => PathBuf::from("benches/peer/models.py"),
+        false => PathBuf::from("benches/peer").join(rel),
     }
 }
 
@@ -366,13 +369,17 @@ pub fn run(args: Args) -> Result<()> {
             return Ok(None);
         };
         let mut cmd = Command::new(py);
-        cmd.arg(peer_script())
+        cmd.arg(peer_path("models.py"))
             .args(["--model", p.name, "--mode", mode.name()])
             .args(["--size", &size.to_string()])
             .args(["--classes", &classes(p.task()).to_string()])
             .args(&common);
-        if args.reference.join("vt_reference.py").exists() {
-            cmd.arg("--reference").arg(&args.reference);
+        let reference = args
+            .reference
+            .clone()
+            .unwrap_or_else(|| peer_path("reference"));
+        if reference.join("vt_reference.py").exists() {
+            cmd.arg("--reference").arg(&reference);
         }
         let what = format!("torch {} {} {size}", p.name, mode.name());
         Ok(Some(parse(cmd.output()?, &what)?))

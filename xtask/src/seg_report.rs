@@ -140,10 +140,16 @@ pub fn section(out: &Path, rows: &[SegRow], device: &Device) -> Result<String> {
     }
     md.push('\n');
 
-    // per-class IoU, with the data's class names
-    let seg = Segmentation::load(&rows[0].dir, device)
-        .with_context(|| format!("cannot load {}", rows[0].dir.display()))?;
-    let names = seg.data.class_names.clone();
+    // each trained model, loaded once: the class names of its data, then its overlays
+    let models = rows
+        .iter()
+        .map(|r| {
+            Segmentation::load(&r.dir, device)
+                .with_context(|| format!("cannot load {}", r.dir.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let seg = &models[0];
+    let names = &seg.data.class_names;
     write!(
         md,
         "Per-class IoU % (– : class absent from the test ground truth)\n\n| class |"
@@ -174,8 +180,7 @@ pub fn section(out: &Path, rows: &[SegRow], device: &Device) -> Result<String> {
     let dir = out.join("overlays");
     std::fs::create_dir_all(&dir)?;
     writeln!(md, "Predictions on the first {OVERLAYS} test images (image | ground truth | prediction, VOC colours):\n")?;
-    for r in rows {
-        let seg = Segmentation::load(&r.dir, device)?;
+    for (r, seg) in rows.iter().zip(&models) {
         for (i, p) in seg.predict_test(OVERLAYS)?.iter().enumerate() {
             let file = format!("overlays/{}_{i}.png", r.name);
             write_overlay(&out.join(&file), p)?;

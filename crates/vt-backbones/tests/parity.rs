@@ -80,7 +80,7 @@ fn every_fixture_matches_the_reference() {
 }
 
 /// FPN, VT-FPN, the semantic head and both whole models (eval and train) of
-/// `vt_seg_reference.py` (copied from `../shared/reference/seg_fixtures`).
+/// `vt_seg_reference.py` (the reference's public set, committed in `tests/seg_fixtures`).
 #[test]
 fn every_segmentation_fixture_matches_the_reference() {
     check_folder("seg_fixtures", 7);

@@ -1,5 +1,5 @@
 //! Configuration of one VT module (`VisualTransformer`), field for field the reference's
-//! `VTConfig` (../shared/reference/vt_reference.py), with typed choices instead of strings.
+//! `VTConfig` (the PyTorch reference, `benches/peer/reference/vt_reference.py`), with typed choices instead of strings.
 
 use serde::{Deserialize, Serialize};
 
