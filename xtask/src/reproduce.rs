@@ -162,6 +162,19 @@ fn segmentation_template(level: Level, preset: &str, data: Option<PathBuf>) -> R
     })
 }
 
+/// The run config `reproduce --preset cpu` trains `preset_name` with (its model, data and
+/// recipe); bench-peer times the same models and optimizers.
+pub fn cpu_recipe(preset_name: &str) -> Result<RunConfig> {
+    Ok(match preset(preset_name)?.task() {
+        vt_backbones::Task::Classification => {
+            let mut cfg = template(Level::Cpu, None)?;
+            cfg.model.preset = preset_name.into();
+            cfg
+        }
+        vt_backbones::Task::Segmentation => segmentation_template(Level::Cpu, preset_name, None)?,
+    })
+}
+
 pub fn plan(
     suite: Suite,
     level: Level,

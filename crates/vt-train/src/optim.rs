@@ -22,6 +22,16 @@ pub struct Param {
     pub weight_decay: f64,
 }
 
+impl Param {
+    /// The weight and its gradient, detached. An update is not part of any graph: a slot built
+    /// from tracked tensors keeps every earlier step's graph alive (with weight decay this
+    /// leaked ~17 MB a step on ResNet-18 at width 1/4).
+    fn weight_and_grad(&self, grads: &GradStore) -> Option<(Tensor, Tensor)> {
+        let g = grads.get(self.var.as_tensor())?;
+        Some((self.var.as_tensor().detach(), g.detach()))
+    }
+}
+
 /// True for BatchNorm running statistics, which are state, not parameters.
 pub fn is_running_stat(name: &str) -> bool {
     name.ends_with("running_mean")
@@ -225,14 +235,13 @@ impl Sgd {
 impl Optimizer for Sgd {
     fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         for (p, slots) in self.params.iter().zip(self.slots.values.iter_mut()) {
-            let Some(g) = grads.get(p.var.as_tensor()) else {
+            let Some((w, g)) = p.weight_and_grad(grads) else {
                 continue;
             };
-            let w = p.var.as_tensor();
             let mut d = if p.weight_decay != 0.0 {
-                (g + (w * p.weight_decay)?)?
+                (&g + (&w * p.weight_decay)?)?
             } else {
-                g.clone()
+                g
             };
             if self.momentum != 0.0 {
                 let buf = if self.step == 0 {
@@ -306,14 +315,13 @@ impl RmsPropTf {
 impl Optimizer for RmsPropTf {
     fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         for (p, slots) in self.params.iter().zip(self.slots.values.iter_mut()) {
-            let Some(g) = grads.get(p.var.as_tensor()) else {
+            let Some((w, g)) = p.weight_and_grad(grads) else {
                 continue;
             };
-            let w = p.var.as_tensor();
             let g = if p.weight_decay != 0.0 {
-                (g + (w * p.weight_decay)?)?
+                (g + (&w * p.weight_decay)?)?
             } else {
-                g.clone()
+                g
             };
             slots[0] = ((&slots[0] * self.alpha)? + (g.sqr()? * (1.0 - self.alpha))?)?;
             let scaled = (&g / (&slots[0] + self.eps)?.sqrt()?)?;
@@ -378,11 +386,11 @@ impl Optimizer for AdamW {
         let t = (self.step + 1) as i32;
         let (bc1, bc2) = (1.0 - self.beta1.powi(t), 1.0 - self.beta2.powi(t));
         for (p, slots) in self.params.iter().zip(self.slots.values.iter_mut()) {
-            let Some(g) = grads.get(p.var.as_tensor()) else {
+            let Some((w, g)) = p.weight_and_grad(grads) else {
                 continue;
             };
-            let w = (p.var.as_tensor() * (1.0 - lr * p.weight_decay))?;
-            slots[0] = ((&slots[0] * self.beta1)? + (g * (1.0 - self.beta1))?)?;
+            let w = (w * (1.0 - lr * p.weight_decay))?;
+            slots[0] = ((&slots[0] * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
             slots[1] = ((&slots[1] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
             let denom = ((&slots[1] / bc2)?.sqrt()? + self.eps)?;
             p.var

@@ -1,0 +1,370 @@
+//! `cargo xtask bench-peer`: vt against PyTorch (and candle's own kernels) on the same model
+//! workloads, in the same run, alternating, each workload in a fresh process so peak memory
+//! is its own.
+
+mod workload;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::Command;
+use vt_backbones::{preset, Task};
+use workload::{Recipe, Spec, Timing};
+
+/// Time model workloads in vt and, when `--python` has torch, in PyTorch, alternating; print
+/// times, the ratio PyTorch / vt (≥ 1 means vt is at least as fast), peak memory, forward
+/// MACs, and for every `vt_X` beside its `X` the VT / base ratios of time and MACs.
+///
+/// Modes: `train` = forward + loss + backward + optimizer step (cross entropy for classifiers,
+/// per-pixel cross entropy with ignore index 255 for segmenters); `infer` = eval forward;
+/// `neck` (segmentation models only) = forward + backward of the FPN / VT-FPN neck alone on
+/// random C2..C5 of a `size` input (strides 4..32), its loss the sum of the levels' means.
+///
+/// Without `--models` the suite's rows run (`all` by default); `--models` times one group of
+/// rows from `--sizes`, `--modes`, `--batch` and `--recipe` instead.
+#[derive(clap::Args)]
+pub struct Args {
+    /// A python with torch and torchvision (e.g. a venv's bin/python).
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Folder with vt_reference.py and vt_seg_reference.py, for the PyTorch VT models
+    /// (default: the copies in benches/peer/reference).
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "all")]
+    suite: Suite,
+    /// Presets (`cargo xtask list`): classifiers and segmenters.
+    #[arg(long, value_delimiter = ',')]
+    models: Vec<String>,
+    /// Input sizes (square; segmenters need multiples of 32). Default: the recipe's
+    /// (plain: 64 and 224 for classifiers, 256 for segmenters; reproduce: 28 and 256).
+    #[arg(long, value_delimiter = ',')]
+    sizes: Vec<usize>,
+    /// Modes to time; `neck` is skipped for classifiers.
+    #[arg(long, value_enum, default_value = "train,infer", value_delimiter = ',')]
+    modes: Vec<Mode>,
+    /// Batch size (default: the recipe's; plain 32 for classifiers, 8 for segmenters).
+    #[arg(long)]
+    batch: Option<usize>,
+    #[arg(long, value_enum, default_value = "plain")]
+    recipe: Recipe,
+    /// Timed iterations per measurement (after one warm-up).
+    #[arg(long, default_value_t = 3)]
+    iters: usize,
+    /// Alternating repetitions per workload (the median is reported).
+    #[arg(long, default_value_t = 2)]
+    reps: usize,
+    /// Also time vt with candle's built-in CPU conv / batch norm (VT_CPU_KERNELS=candle).
+    #[arg(long)]
+    candle_builtin: bool,
+    #[arg(long)]
+    json: bool,
+    /// cpu, or cuda (needs `--features cuda`; PyTorch then runs on its GPU too, and the
+    /// peak columns are host memory, not GPU memory).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Internal: run one vt workload `model:mode:size:batch:recipe` and print its JSON.
+    #[arg(long, hide = true)]
+    single: Option<String>,
+}
+
+/// Named sets of rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Suite {
+    /// ResNet-18 and VT-ResNet-18 as the paper sizes them, at 64 and 224 px, batch 32,
+    /// train and infer, plain SGD.
+    Paper,
+    /// The models `reproduce --preset cpu` trains, as it trains them: ResNet-18/34 and
+    /// VT-ResNet-18/34 at 28 px, batch 64, train and infer; the FPN and VT-FPN R-50 train
+    /// step at 256 px, batch 8 (`Recipe::Reproduce`).
+    Reproduce,
+    /// Both.
+    All,
+}
+
+/// The rows of a suite.
+fn suite_rows(suite: Suite) -> Vec<Spec> {
+    let row = |model: &str, mode, size, batch, recipe| Spec {
+        model: model.into(),
+        mode,
+        size,
+        batch,
+        recipe,
+    };
+    let mut rows = vec![];
+    if matches!(suite, Suite::Paper | Suite::All) {
+        for m in ["resnet18", "vt_resnet18"] {
+            for size in [64, 224] {
+                for mode in [Mode::Train, Mode::Infer] {
+                    rows.push(row(m, mode, size, 32, Recipe::Plain));
+                }
+            }
+        }
+    }
+    if matches!(suite, Suite::Reproduce | Suite::All) {
+        for m in ["resnet18", "vt_resnet18", "resnet34", "vt_resnet34"] {
+            for mode in [Mode::Train, Mode::Infer] {
+                rows.push(row(m, mode, 28, 64, Recipe::Reproduce));
+            }
+        }
+        for m in ["fpn_resnet50", "vt_fpn_resnet50"] {
+            rows.push(row(m, Mode::Train, 256, 8, Recipe::Reproduce));
+        }
+    }
+    rows
+}
+
+/// The rows of `--models`, with the recipe's sizes and batch where not given.
+fn custom_rows(args: &Args) -> Result<Vec<Spec>> {
+    let mut rows = vec![];
+    for model in &args.models {
+        let task = preset(model)?.task();
+        let sizes = match (args.sizes.is_empty(), task, args.recipe) {
+            (false, ..) => args.sizes.clone(),
+            (true, Task::Segmentation, _) => vec![256],
+            (true, Task::Classification, Recipe::Plain) => vec![64, 224],
+            (true, Task::Classification, Recipe::Reproduce) => vec![28],
+        };
+        let batch = args.batch.unwrap_or(match (task, args.recipe) {
+            (Task::Segmentation, _) => 8,
+            (Task::Classification, Recipe::Plain) => 32,
+            (Task::Classification, Recipe::Reproduce) => 64,
+        });
+        for &size in &sizes {
+            for &mode in &args.modes {
+                if mode == Mode::Neck && task != Task::Segmentation {
+                    continue;
+                }
+                rows.push(Spec {
+                    model: model.clone(),
+                    mode,
+                    size,
+                    batch,
+                    recipe: args.recipe,
+                });
+            }
+        }
+    }
+    Ok(rows)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    Train,
+    Infer,
+    Neck,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Train => "train",
+            Self::Infer => "infer",
+            Self::Neck => "neck",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Row {
+    model: String,
+    mode: &'static str,
+    size: usize,
+    batch: usize,
+    recipe: &'static str,
+    vt_ms: f64,
+    torch_ms: Option<f64>,
+    ratio: Option<f64>,
+    candle_builtin_ms: Option<f64>,
+    vt_peak_mb: f64,
+    torch_peak_mb: Option<f64>,
+    gmacs: Option<f64>,
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// `benches/peer/<rel>`, the PyTorch side: in the checkout this binary was built from, or else
+/// under the current directory (a binary carried to another machine).
+fn peer_path(rel: &str) -> PathBuf {
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../benches/peer")
+        .join(rel);
+    match built.exists() {
+        true => built,
+        false => PathBuf::from("benches/peer").join(rel),
+    }
+}
+
+fn parse(out: std::process::Output, what: &str) -> Result<Timing> {
+    if !out.status.success() {
+        bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    serde_json::from_str(line).with_context(|| format!("{what} printed `{line}`"))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if let Some(spec) = &args.single {
+        let t = workload::single(spec, args.iters, &args.device)?;
+        println!("{}", serde_json::to_string(&t)?);
+        return Ok(());
+    }
+    let specs = match args.models.is_empty() {
+        true => suite_rows(args.suite),
+        false => custom_rows(&args)?,
+    };
+    let exe = std::env::current_exe()?;
+    let common = [
+        "--iters".to_string(),
+        args.iters.to_string(),
+        "--device".to_string(),
+        args.device.clone(),
+    ];
+    let vt = |spec: &Spec, candle: bool| -> Result<Timing> {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["bench-peer", "--single", &spec.encode()])
+            .args(&common);
+        if candle {
+            cmd.env("VT_CPU_KERNELS", "candle");
+        }
+        parse(cmd.output()?, &format!("vt {}", spec.encode()))
+    };
+    let torch = |spec: &Spec| -> Result<Option<Timing>> {
+        let Some(py) = &args.python else {
+            return Ok(None);
+        };
+        let mut cmd = Command::new(py);
+        cmd.arg(peer_path("models.py"))
+            .args(spec.torch_args()?)
+            .args(&common);
+        let reference = args
+            .reference
+            .clone()
+            .unwrap_or_else(|| peer_path("reference"));
+        if reference.join("vt_reference.py").exists() {
+            cmd.arg("--reference").arg(&reference);
+        }
+        Ok(Some(parse(cmd.output()?, &format!("torch {}", spec.encode()))?))
+    };
+    let load_before = load();
+    let mut rows = vec![];
+    for spec in &specs {
+        let (mut v, mut t, mut c) = (vec![], vec![], vec![]);
+        let (mut vmem, mut tmem, mut gmacs) = (0f64, None, None);
+        for _ in 0..args.reps {
+            let a = vt(spec, false)?;
+            vmem = vmem.max(a.peak_rss_mb);
+            gmacs = a.gmacs;
+            v.push(a.median_ms);
+            if let Some(b) = torch(spec)? {
+                // both sides must time the same model
+                if b.params.is_some() && b.params != a.params {
+                    bail!(
+                        "{}: PyTorch's model has {:?} parameters, vt's {:?}",
+                        spec.encode(),
+                        b.params,
+                        a.params
+                    );
+                }
+                tmem = Some(tmem.unwrap_or(0f64).max(b.peak_rss_mb));
+                t.push(b.median_ms);
+            }
+            if args.candle_builtin {
+                c.push(vt(spec, true)?.median_ms);
+            }
+        }
+        let vt_ms = median(v);
+        let torch_ms = (!t.is_empty()).then(|| median(t));
+        rows.push(Row {
+            model: spec.model.clone(),
+            mode: spec.mode.name(),
+            size: spec.size,
+            batch: spec.batch,
+            recipe: spec.recipe.name(),
+            vt_ms,
+            torch_ms,
+            ratio: torch_ms.map(|t| t / vt_ms),
+            candle_builtin_ms: (!c.is_empty()).then(|| median(c)),
+            vt_peak_mb: vmem,
+            torch_peak_mb: tmem,
+            gmacs,
+        });
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let opt = |x: Option<f64>, p: usize| x.map_or("-".to_string(), |v| format!("{v:.p$}"));
+    println!("| workload | vt ms | PyTorch ms | PyTorch / vt | candle built-in ms | vt peak MB | PyTorch peak MB | GMACs / image |\n|---|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} {} {}px b{} {} | {:.0} | {} | {} | {} | {:.0} | {} | {} |",
+            r.model,
+            r.mode,
+            r.size,
+            r.batch,
+            r.recipe,
+            r.vt_ms,
+            opt(r.torch_ms, 0),
+            opt(r.ratio, 2),
+            opt(r.candle_builtin_ms, 0),
+            r.vt_peak_mb,
+            opt(r.torch_peak_mb, 0),
+            opt(r.gmacs, 2)
+        );
+    }
+    print_pairs(&rows);
+    println!(
+        "\nload average (1/5/15 min) before: {load_before}; after: {}",
+        load()
+    );
+    Ok(())
+}
+
+/// Each `vt_X` row beside its `X` row (same mode, size, batch and recipe): VT / base of MACs and of time,
+/// in vt and in PyTorch (e.g. the VT-FPN neck against the FPN neck).
+fn print_pairs(rows: &[Row]) {
+    let pairs: Vec<(&Row, &Row)> = rows
+        .iter()
+        .filter_map(|v| {
+            let base = v.model.strip_prefix("vt_")?;
+            let b = rows
+                .iter()
+                .find(|b| {
+                    (&b.model, b.mode, b.size, b.batch, b.recipe)
+                        == (&base.to_string(), v.mode, v.size, v.batch, v.recipe)
+                })?;
+            Some((v, b))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "-".to_string(),
+    };
+    println!("\n| VT / base | mode | size | MACs | vt time | PyTorch time |\n|---|---|---:|---:|---:|---:|");
+    for (v, b) in pairs {
+        println!(
+            "| {} / {} | {} | {} | {} | {} | {} |",
+            v.model,
+            b.model,
+            v.mode,
+            v.size,
+            ratio(v.gmacs, b.gmacs),
+            ratio(Some(v.vt_ms), Some(b.vt_ms)),
+            ratio(v.torch_ms, b.torch_ms)
+        );
+    }
+}
