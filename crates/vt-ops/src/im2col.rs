@@ -44,6 +44,9 @@ pub(crate) fn im2col_plane<T: Copy + Default>(
     row_stride: usize,
 ) {
     let (ho, wo) = (w.out(h), w.out(wd));
+    if w.stride == 1 && wo == wd {
+        return im2col_same_plane(w, src, h, wd, dst, row_stride);
+    }
     let l = ho * wo;
     for ky in 0..w.k {
         let (oy0, oy1) = w.valid(ky, h, ho);
@@ -68,6 +71,51 @@ pub(crate) fn im2col_plane<T: Copy + Default>(
                     for (j, o) in out[ox0..ox1].iter_mut().enumerate() {
                         *o = line[ix0 + j * w.stride];
                     }
+                }
+            }
+        }
+    }
+}
+
+/// [`im2col_plane`] of a stride-1 window whose output is as wide as its input: each tap's row
+/// is the plane shifted by `dy·W + dx`, so it is one contiguous copy, after which the few
+/// outputs whose source lies in the padding (a column or two per line) are zeroed. At 28 px
+/// this replaces k²·H short row copies by k² long ones.
+fn im2col_same_plane<T: Copy + Default>(
+    w: &Window,
+    src: &[T],
+    h: usize,
+    wd: usize,
+    dst: &mut [T],
+    row_stride: usize,
+) {
+    let ho = w.out(h);
+    let l = ho * wd;
+    let zero = T::default();
+    for ky in 0..w.k {
+        let (oy0, oy1) = w.valid(ky, h, ho);
+        let dy = (ky * w.dilation) as isize - w.pad as isize;
+        for kx in 0..w.k {
+            let (ox0, ox1) = w.valid(kx, wd, wd);
+            let dx = (kx * w.dilation) as isize - w.pad as isize;
+            let r = ky * w.k + kx;
+            let row = &mut dst[r * row_stride..r * row_stride + l];
+            // output p reads src[p + shift]; only rows oy0..oy1 have a source line
+            let shift = dy * wd as isize + dx;
+            let (a, b) = (oy0 * wd, oy1 * wd);
+            let lo = (a as isize).max(-shift).min(b as isize) as usize;
+            let hi = (b as isize).min((h * wd) as isize - shift).max(lo as isize) as usize;
+            row[..lo].fill(zero);
+            if hi > lo {
+                let from = (lo as isize + shift) as usize;
+                row[lo..hi].copy_from_slice(&src[from..from + (hi - lo)]);
+            }
+            row[hi..].fill(zero);
+            // the columns whose source is left or right of the line (wrapped by the shift)
+            if ox0 > 0 || ox1 < wd {
+                for line in row[a..b].chunks_exact_mut(wd) {
+                    line[..ox0].fill(zero);
+                    line[ox1..].fill(zero);
                 }
             }
         }
@@ -100,8 +148,16 @@ pub(crate) fn col2im_plane<T: Copy + Default + std::ops::AddAssign>(
                 let iy = oy * w.stride + ky * w.dilation - w.pad;
                 let ix0 = ox0 * w.stride + kx * w.dilation - w.pad;
                 let line = &mut dst[iy * wd..(iy + 1) * wd];
-                for (j, &v) in row[oy * wo + ox0..oy * wo + ox1].iter().enumerate() {
-                    line[ix0 + j * w.stride] += v;
+                let src = &row[oy * wo + ox0..oy * wo + ox1];
+                if w.stride == 1 {
+                    // contiguous on both sides: a vectorised add
+                    for (d, &v) in line[ix0..ix0 + src.len()].iter_mut().zip(src) {
+                        *d += v;
+                    }
+                } else {
+                    for (j, &v) in src.iter().enumerate() {
+                        line[ix0 + j * w.stride] += v;
+                    }
                 }
             }
         }

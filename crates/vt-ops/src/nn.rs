@@ -498,6 +498,8 @@ mod tests {
             (vec![4usize, 5, 3, 7], false),
             (vec![2, 6, 9], false),
             (vec![4, 5, 3, 7], true),
+            // planes longer than a summation block (1024), with a ragged tail
+            (vec![2, 3, 37, 41], true),
         ] {
             let x = crate::Rng::new(1).normal_vec(shape.iter().product(), 0.5, 2.0);
             let x = candle_core::Var::from_vec(x, shape.as_slice(), &dev)?;

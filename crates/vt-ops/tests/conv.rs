@@ -48,6 +48,11 @@ fn matches_candle_conv2d_over_a_table_of_shapes() -> Result<()> {
         (4, 4, 16, 17, 6, 1, 1, 0, 1, 2),
         (5, 4, 12, 12, 4, 3, 1, 1, 1, 2),
         (8, 3, 33, 32, 4, 7, 2, 3, 1, 1),
+        // stride 1 at the input's width: each tap row is one shifted copy of the plane
+        (2, 3, 1, 5, 4, 3, 1, 1, 1, 1),
+        (2, 3, 6, 6, 4, 5, 1, 2, 1, 1),
+        (1, 2, 28, 28, 3, 3, 1, 1, 1, 1),
+        (2, 2, 6, 2, 3, 3, 1, 1, 1, 1),
     ];
     let rel = |a: &Tensor, b: &Tensor| -> Result<f32> {
         let err = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
