@@ -4,8 +4,8 @@
 //!
 //! Forward: `y = (x − μ_c)·γ_c/√(σ²_c + eps) + β_c` with the biased batch variance.
 //! Backward: `dβ = Σ dy`, `dγ = Σ dy·x̂`, `dx = γ/√(σ²+eps)·(dy − dβ/M − x̂·dγ/M)`, M = N·S.
-//! Element arithmetic runs in the tensor's type, sums in lanes of it within blocks and in f64
-//! across blocks (`block_sum`). The batch statistics are kept for the running-stat update.
+//! Arithmetic and sums run in f64; the loops are plain zips over eight-lane accumulators so
+//! they vectorise. The batch statistics are kept for the running-stat update.
 //!
 //! With `relu` set the op is BN followed by ReLU: the forward clamps as it writes, and the
 //! backward masks `dy` by `y > 0` as it reads, so the pre-activation is never stored.
@@ -25,50 +25,48 @@ fn ncs(shape: &Shape) -> Result<(usize, usize, usize)> {
     Ok((d[0], d[1], d[2..].iter().product()))
 }
 
-/// `Σ f(x)` over `xs`: in `T` across eight lanes (so the loop vectorises) within blocks of
-/// 1024 elements, the blocks' sums added in f64, so long planes keep f64-like accuracy.
-fn block_sum<T: WithDType>(xs: &[T], f: impl Fn(T) -> T) -> f64 {
-    let mut total = 0.0;
-    for block in xs.chunks(1024) {
-        let mut acc = [T::zero(); 8];
-        let mut lanes = block.chunks_exact(8);
-        for c in &mut lanes {
-            for j in 0..8 {
-                acc[j] += f(c[j]);
-            }
+/// `Σ f(x)` in f64 over eight independent lanes, so the loop vectorises (a single running
+/// sum is one dependent add per element).
+fn lane_sum<T: WithDType>(xs: &[T], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0f64; 8];
+    let lanes = xs.chunks_exact(8);
+    let tail: f64 = lanes.remainder().iter().map(|v| f(v.to_f64())).sum();
+    for c in lanes {
+        for j in 0..8 {
+            acc[j] += f(c[j].to_f64());
         }
-        let tail: f64 = lanes.remainder().iter().map(|&v| f(v).to_f64()).sum();
-        total += acc.iter().map(|v| v.to_f64()).sum::<f64>() + tail;
     }
-    total
+    acc.iter().sum::<f64>() + tail
 }
 
-/// `(Σ d, Σ d·(x − μ))` over one plane, `d = dy` masked by `y > 0` when `relu`; lanes and
-/// blocks as in [`block_sum`].
-fn grad_sums<T: WithDType>(x: &[T], dy: &[T], y: &[T], mu: T, relu: bool) -> (f64, f64) {
-    let zero = T::zero();
-    let d = |dv: T, yv: T| if relu && yv <= zero { zero } else { dv };
+/// `(Σ d, Σ d·(x − μ))` over one plane in f64 lanes as [`lane_sum`], `d = dy` masked by
+/// `y > 0` when `relu`.
+fn grad_sums<T: WithDType>(x: &[T], dy: &[T], y: &[T], mean: f64, relu: bool) -> (f64, f64) {
+    let d = |dv: T, yv: T| match relu && yv <= T::zero() {
+        true => 0.0,
+        false => dv.to_f64(),
+    };
+    let (mut a1, mut a2) = ([0f64; 8], [0f64; 8]);
+    let (xc, dc, yc) = (x.chunks_exact(8), dy.chunks_exact(8), y.chunks_exact(8));
     let (mut s1, mut s2) = (0.0, 0.0);
-    for ((xb, db), yb) in x.chunks(1024).zip(dy.chunks(1024)).zip(y.chunks(1024)) {
-        let (mut a1, mut a2) = ([zero; 8], [zero; 8]);
-        let (xc, dc, yc) = (xb.chunks_exact(8), db.chunks_exact(8), yb.chunks_exact(8));
-        let (xr, dr, yr) = (xc.remainder(), dc.remainder(), yc.remainder());
-        for ((x8, d8), y8) in xc.zip(dc).zip(yc) {
-            for j in 0..8 {
-                let g = d(d8[j], y8[j]);
-                a1[j] += g;
-                a2[j] += g * (x8[j] - mu);
-            }
-        }
-        for ((&xv, &dv), &yv) in xr.iter().zip(dr).zip(yr) {
-            let g = d(dv, yv);
-            s1 += g.to_f64();
-            s2 += (g * (xv - mu)).to_f64();
-        }
-        s1 += a1.iter().map(|v| v.to_f64()).sum::<f64>();
-        s2 += a2.iter().map(|v| v.to_f64()).sum::<f64>();
+    for ((&xv, &dv), &yv) in xc
+        .remainder()
+        .iter()
+        .zip(dc.remainder())
+        .zip(yc.remainder())
+    {
+        let g = d(dv, yv);
+        s1 += g;
+        s2 += g * (xv.to_f64() - mean);
     }
-    (s1, s2)
+    for ((x8, d8), y8) in xc.zip(dc).zip(yc) {
+        for j in 0..8 {
+            let g = d(d8[j], y8[j]);
+            a1[j] += g;
+            a2[j] += g * (x8[j].to_f64() - mean);
+        }
+    }
+    (s1 + a1.iter().sum::<f64>(), s2 + a2.iter().sum::<f64>())
 }
 
 /// Per-channel (mean, biased variance), two passes (the second about the mean), parallel
@@ -79,10 +77,9 @@ fn channel_stats<T: WithDType>(x: &[T], n: usize, c: usize, s: usize) -> Vec<(f6
         .map(|ch| {
             let planes = || (0..n).map(move |i| &x[(i * c + ch) * s..(i * c + ch + 1) * s]);
             let m = (n * s) as f64;
-            let mean = planes().map(|p| block_sum(p, |v| v)).sum::<f64>() / m;
-            let mu = T::from_f64(mean);
+            let mean = planes().map(|p| lane_sum(p, |v| v)).sum::<f64>() / m;
             let var = planes()
-                .map(|p| block_sum(p, |v| (v - mu) * (v - mu)))
+                .map(|p| lane_sum(p, |v| (v - mean) * (v - mean)))
                 .sum::<f64>()
                 / m;
             (mean, var)
@@ -114,18 +111,16 @@ impl BatchNormTrain {
         y.par_chunks_mut(s).enumerate().for_each(|(i, out)| {
             let ch = i % c;
             let (mean, var) = stats[ch];
-            let a = T::from_f64(g[ch].to_f64() / (var + self.eps).sqrt());
-            let (shift, mu) = (b[ch], T::from_f64(mean));
+            let a = g[ch].to_f64() / (var + self.eps).sqrt();
+            let shift = b[ch].to_f64();
             let xs = &x[i * s..(i + 1) * s];
-            // centred first, so a large mean does not cancel in T
             if self.relu {
                 for (o, &v) in out.iter_mut().zip(xs) {
-                    let r = (v - mu) * a + shift;
-                    *o = if r > T::zero() { r } else { T::zero() };
+                    *o = T::from_f64(((v.to_f64() - mean) * a + shift).max(0.0));
                 }
             } else {
                 for (o, &v) in out.iter_mut().zip(xs) {
-                    *o = (v - mu) * a + shift;
+                    *o = T::from_f64((v.to_f64() - mean) * a + shift);
                 }
             }
         });
@@ -231,11 +226,10 @@ impl BatchNormBackward {
             .into_par_iter()
             .map(|ch| {
                 let (mean, var) = self.stats[ch];
-                let mu = T::from_f64(mean);
                 let (mut sdy, mut sdyx) = (0.0, 0.0);
                 for i in 0..n {
                     let r = (i * c + ch) * s..(i * c + ch + 1) * s;
-                    let (a, b) = grad_sums(&x[r.clone()], &dy[r.clone()], &y[r], mu, self.relu);
+                    let (a, b) = grad_sums(&x[r.clone()], &dy[r.clone()], &y[r], mean, self.relu);
                     sdy += a;
                     sdyx += b;
                 }
@@ -254,26 +248,19 @@ impl BatchNormBackward {
                 let inv = 1.0 / (var + self.eps).sqrt();
                 let (sdy, sdyx) = sums[ch];
                 let k = self.gamma[ch] * inv;
-                // dx = k·(d − Σd/M − x̂·Σd·x̂/M) = k·d + p·(x − μ) + q (centred first, so a
-                // large mean does not cancel in T)
+                // dx = k·(d − Σd/M − x̂·Σd·x̂/M) = k·d + p·(x − μ) + q
                 let p = -k * inv * sdyx / m;
                 let q = -k * sdy / m;
-                let (k, p, q, mu) = (
-                    T::from_f64(k),
-                    T::from_f64(p),
-                    T::from_f64(q),
-                    T::from_f64(mean),
-                );
                 let r = i * s..(i + 1) * s;
                 let (xs, ds, ys) = (&x[r.clone()], &dy[r.clone()], &y[r]);
                 if self.relu {
                     for (((o, &xv), &dv), &yv) in dx.iter_mut().zip(xs).zip(ds).zip(ys) {
-                        let d = if yv > zero { dv } else { zero };
-                        *o = k * d + p * (xv - mu) + q;
+                        let d = if yv > zero { dv.to_f64() } else { 0.0 };
+                        *o = T::from_f64(k * d + p * (xv.to_f64() - mean) + q);
                     }
                 } else {
                     for ((o, &xv), &dv) in dx.iter_mut().zip(xs).zip(ds) {
-                        *o = k * dv + p * (xv - mu) + q;
+                        *o = T::from_f64(k * dv.to_f64() + p * (xv.to_f64() - mean) + q);
                     }
                 }
             });

@@ -11,7 +11,8 @@
 //!
 //! * forward: `Y_t = W · cols(X_t)`;
 //! * weight gradient: `dW = Σ_t dY_t · cols(X_t)ᵀ`;
-//! * input gradient: `dX_t = col2im(Wᵀ · dY_t)`.
+//! * input gradient: `dX_t = col2im(Wᵀ · dY_t)`; for a stride-1 "same" window, the forward
+//!   of the transposed convolution (rotated kernels), which gathers instead of scattering.
 //!
 //! Groups are offsets into the same matrices. Other devices keep candle's own conv2d
 //! ([`conv2d`] selects).
@@ -334,8 +335,43 @@ impl Geometry {
         dw
     }
 
-    /// `dX_t = col2im(Wᵀ · dY_t)`.
+    /// The convolution whose forward is this one's input gradient, when there is one: for a
+    /// stride-1 window whose output is the input's size, `dX = conv(dY, W')` with the same
+    /// padding and `W'[c, o] = W[o, c]` rotated by 180°. Its forward gathers `dY` (one shifted
+    /// copy per tap) where the general path scatters `Wᵀ·dY` back with col2im.
+    fn transposed(&self) -> Option<Geometry> {
+        let same = self.win.stride == 1 && self.ho == self.h && self.wo == self.w;
+        same.then_some(Geometry {
+            c: self.o,
+            o: self.c,
+            ..*self
+        })
+    }
+
+    /// `W'` of [`Self::transposed`]: `(C, O/groups, k, k)`, per group the transposed block with
+    /// each kernel rotated by 180°.
+    fn transposed_weight<T: Float>(&self, wt: &[T]) -> Vec<T> {
+        let (og, cg, kk) = (self.og(), self.c / self.groups, self.kk());
+        let mut out = vec![T::default(); wt.len()];
+        for g in 0..self.groups {
+            for o in 0..og {
+                for c in 0..cg {
+                    let src = &wt[((g * og + o) * cg + c) * kk..][..kk];
+                    let dst = &mut out[((g * cg + c) * og + o) * kk..][..kk];
+                    for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                        *d = *s;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `dX_t = col2im(Wᵀ · dY_t)`, or the forward of [`Self::transposed`] where it exists.
     fn input_grad<T: Float>(&self, dy: &[T], wt: &[T]) -> Vec<T> {
+        if let Some(t) = self.transposed() {
+            return t.forward(dy, &self.transposed_weight(wt));
+        }
         let (c, l, kg, og, kk) = (self.c, self.l(), self.kg(), self.og(), self.kk());
         let hw = self.h * self.w;
         let (tile, outer, inner) = self.plan();

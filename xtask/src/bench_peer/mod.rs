@@ -254,7 +254,10 @@ pub fn run(args: Args) -> Result<()> {
         if reference.join("vt_reference.py").exists() {
             cmd.arg("--reference").arg(&reference);
         }
-        Ok(Some(parse(cmd.output()?, &format!("torch {}", spec.encode()))?))
+        Ok(Some(parse(
+            cmd.output()?,
+            &format!("torch {}", spec.encode()),
+        )?))
     };
     let load_before = load();
     let mut rows = vec![];
@@ -338,12 +341,10 @@ fn print_pairs(rows: &[Row]) {
         .iter()
         .filter_map(|v| {
             let base = v.model.strip_prefix("vt_")?;
-            let b = rows
-                .iter()
-                .find(|b| {
-                    (&b.model, b.mode, b.size, b.batch, b.recipe)
-                        == (&base.to_string(), v.mode, v.size, v.batch, v.recipe)
-                })?;
+            let b = rows.iter().find(|b| {
+                (&b.model, b.mode, b.size, b.batch, b.recipe)
+                    == (&base.to_string(), v.mode, v.size, v.batch, v.recipe)
+            })?;
             Some((v, b))
         })
         .collect();

@@ -129,7 +129,10 @@ impl Spec {
             ("--size", self.size.to_string()),
             ("--batch", self.batch.to_string()),
             ("--classes", cfg.model.num_classes.unwrap_or(10).to_string()),
-            ("--in-channels", cfg.model.in_channels.unwrap_or(3).to_string()),
+            (
+                "--in-channels",
+                cfg.model.in_channels.unwrap_or(3).to_string(),
+            ),
             ("--width", cfg.model.width.to_string()),
             ("--stem", stem.into()),
             ("--lr", cfg.train.schedule.lr.to_string()),
