@@ -21,6 +21,7 @@ pub mod conv;
 pub mod cost;
 pub mod gradcheck;
 pub mod group_norm;
+mod gemm;
 mod im2col;
 pub mod nn;
 pub mod pool;

@@ -1,0 +1,101 @@
+//! The strided GEMM call the CPU convolution kernels share (`gemm`, the crate candle itself
+//! runs on), with its bounds checks, and the tile loop that runs them serially or in parallel.
+
+use rayon::prelude::*;
+
+/// The element types the kernels run on.
+pub(crate) trait Float: Copy + Default + Send + Sync + std::ops::AddAssign + 'static {
+    const ONE: Self;
+}
+
+impl Float for f32 {
+    const ONE: Self = 1.0;
+}
+
+impl Float for f64 {
+    const ONE: Self = 1.0;
+}
+
+/// A strided matrix over a slice: element `(i, j)` at `data[i·rs + j·cs]`.
+pub(crate) struct View<'a, T> {
+    pub data: &'a [T],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// `dst (m×n) += lhs (m×k) · rhs (k×n)`; `dst` is row-major with row stride `dst_rs`.
+/// Bounds are checked here, so the call into `gemm` reads and writes only inside the slices.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_acc<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [T],
+    dst_rs: usize,
+    lhs: View<T>,
+    rhs: View<T>,
+    threads: usize,
+) {
+    let fits = |len: usize, rows: usize, cols: usize, rs: usize, cs: usize| {
+        rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < len
+    };
+    assert!(
+        fits(dst.len(), m, n, dst_rs, 1)
+            && fits(lhs.data.len(), m, k, lhs.rs, lhs.cs)
+            && fits(rhs.data.len(), k, n, rhs.rs, rhs.cs),
+        "conv gemm: view out of bounds ({m}x{n}x{k})"
+    );
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: every element the three views address lies inside its slice (checked above),
+    // and `dst` is borrowed mutably, so it aliases neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            true,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            T::ONE,
+            T::ONE,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// Runs `run((tile index, tile), scratch)` over the `chunk`-sized tiles of `out`: in parallel
+/// when `outer` (one pair of scratch buffers per rayon job), else in order.
+pub(crate) fn for_each_tile<T: Send, S: Default + Send>(
+    out: &mut [T],
+    chunk: usize,
+    outer: bool,
+    run: impl Fn((usize, &mut [T]), &mut S) + Sync,
+) {
+    if outer {
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each_init(S::default, |scratch, item| run(item, scratch));
+    } else {
+        let mut scratch = S::default();
+        out.chunks_mut(chunk)
+            .enumerate()
+            .for_each(|item| run(item, &mut scratch));
+    }
+}
