@@ -4,7 +4,9 @@
 use rayon::prelude::*;
 
 /// The element types the kernels run on.
-pub(crate) trait Float: Copy + Default + Send + Sync + std::ops::AddAssign + 'static {
+pub(crate) trait Float:
+    Copy + Default + Send + Sync + std::ops::AddAssign + 'static
+{
     const ONE: Self;
 }
 

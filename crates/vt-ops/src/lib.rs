@@ -17,12 +17,14 @@
 //! * [`cost`]: MAC and parameter accounting.
 
 pub mod batch_norm;
+pub mod bias;
 pub mod conv;
 pub mod cost;
+mod gemm;
 pub mod gradcheck;
 pub mod group_norm;
-mod gemm;
 mod im2col;
+mod nearest;
 pub mod nn;
 pub mod pool;
 pub mod residual;

@@ -108,7 +108,7 @@ impl Conv2d {
         let w = self.weight.broadcast_mul(&scale.reshape(((), 1, 1, 1))?)?;
         let c = &self.cfg;
         let y = crate::conv::conv2d(x, &w, c.stride, c.padding, c.dilation, c.groups)?;
-        y.broadcast_add(&shift.reshape((1, (), 1, 1))?)
+        crate::bias::add_channel_bias(&y, &shift)
     }
 }
 
@@ -117,7 +117,7 @@ impl Module for Conv2d {
         let c = &self.cfg;
         let y = crate::conv::conv2d(x, &self.weight, c.stride, c.padding, c.dilation, c.groups)?;
         match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+            Some(b) => crate::bias::add_channel_bias(&y, b),
             None => Ok(y),
         }
     }
@@ -183,12 +183,18 @@ impl Module for Conv1x1 {
                 x.shape()
             );
         }
-        // One GEMM per group over all samples and positions: (N·P, I/g) · (I/g, O/g). Small
-        // per-sample matmuls (N of them, e.g. 64 × 16 tokens) would spend their time in
-        // thread synchronisation, forward and backward.
         let g = self.groups;
         let (ig, og) = (self.cin / g, self.cout / g);
-        let y = if g == 1 {
+        // On the CPU: vt's convolution op on (N, C, P, 1), which tiles samples into GEMMs of
+        // ≥ 256 columns and differentiates without the transposed copies below (1.5-3.7x
+        // faster forward + backward on the VT module's shapes).
+        let y = if crate::cpu_kernels(x.device()) {
+            let w = self.weight.unsqueeze(3)?;
+            crate::conv::conv2d(&x.unsqueeze(3)?, &w, 1, 0, 1, g)?.squeeze(3)?
+        } else if g == 1 {
+            // One GEMM per group over all samples and positions: (N·P, I/g) · (I/g, O/g).
+            // Small per-sample matmuls (N of them, e.g. 64 × 16 tokens) would spend their time
+            // in thread synchronisation, forward and backward.
             let xt = x.transpose(1, 2)?.contiguous()?.reshape((n * p, c))?;
             xt.matmul(&self.weight.squeeze(2)?.t()?)?
                 .reshape((n, p, self.cout))?
@@ -206,7 +212,7 @@ impl Module for Conv1x1 {
                 .reshape((n, self.cout, p))?
         };
         match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, (), 1))?),
+            Some(b) => crate::bias::add_channel_bias(&y, b),
             None => Ok(y),
         }
     }

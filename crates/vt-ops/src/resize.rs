@@ -3,9 +3,10 @@
 //! Bilinear resize and adaptive average pooling are separable linear maps, so they are written
 //! as two small constant matrices applied by matmul: `out = M_h · X · M_wᵀ`. Their backward is
 //! the transposed matmul, which candle already differentiates, on every device.
-//! Nearest resize is a gather (`index_select`), whose backward is a scatter-add.
+//! Nearest resize is a gather (`index_select`), whose backward is a scatter-add; on the CPU
+//! both run as one op each (`nearest.rs`).
 
-use candle_core::{bail, Result, Tensor};
+use candle_core::{bail, DType, Result, Tensor};
 
 /// (n_out × n_in) row-major weights of PyTorch's `linear` interpolation with
 /// `align_corners=False` and no antialias:
@@ -88,8 +89,13 @@ pub fn resize_nearest(x: &Tensor, out: (usize, usize)) -> Result<Tensor> {
     check_size(x, out, "resize_nearest")?;
     let r = x.rank();
     let (h, w) = (x.dim(r - 2)?, x.dim(r - 1)?);
-    let iy = Tensor::new(nearest_indices(h, out.0), x.device())?;
-    let ix = Tensor::new(nearest_indices(w, out.1), x.device())?;
+    let (iy, ix) = (nearest_indices(h, out.0), nearest_indices(w, out.1));
+    if crate::cpu_kernels(x.device()) && matches!(x.dtype(), DType::F32 | DType::F64) {
+        let op = crate::nearest::NearestResize { iy, ix, h, w };
+        return x.contiguous()?.apply_op1(op);
+    }
+    let iy = Tensor::new(iy, x.device())?;
+    let ix = Tensor::new(ix, x.device())?;
     x.index_select(&iy, r - 2)?.index_select(&ix, r - 1)
 }
 
@@ -142,7 +148,7 @@ pub fn bilinear_matrix(h: usize, w: usize, num_tokens: usize, like: &Tensor) -> 
 mod tests {
     use super::*;
     use crate::gradcheck::check_gradient;
-    use candle_core::{DType, Device};
+    use candle_core::Device;
 
     #[test]
     fn bilinear_matches_pytorch_values() -> Result<()> {
@@ -210,6 +216,43 @@ mod tests {
             .max_all()?
             .to_scalar::<f32>()?;
         assert!(d < 1e-4, "{d}");
+        Ok(())
+    }
+
+    /// The CPU op against the portable gather (`index_select`), values and gradients, up,
+    /// down and by uneven ratios, on planes above and below the parallel batch size.
+    #[test]
+    fn nearest_kernel_equals_index_select() -> Result<()> {
+        let dev = Device::Cpu;
+        for (shape, out) in [
+            ((2usize, 3usize, 7usize, 7usize), (14usize, 14usize)),
+            ((1, 2, 5, 9), (3, 4)),
+            ((3, 1, 4, 6), (13, 7)),
+            ((2, 2, 40, 70), (80, 140)),
+        ] {
+            let n = shape.0 * shape.1 * shape.2 * shape.3;
+            let x = crate::Rng::new(n as u64).normal_vec(n, 0.0, 1.0);
+            let x = candle_core::Var::from_vec(x, shape, &dev)?;
+            let seed = Tensor::arange(0f32, (shape.0 * shape.1 * out.0 * out.1) as f32, &dev)?
+                .reshape((shape.0, shape.1, out.0, out.1))?
+                .sin()?;
+            let ours = resize_nearest(&x, out)?;
+            let iy = Tensor::new(nearest_indices(shape.2, out.0), &dev)?;
+            let ix = Tensor::new(nearest_indices(shape.3, out.1), &dev)?;
+            let theirs = x.index_select(&iy, 2)?.index_select(&ix, 3)?;
+            let dx = |y: &Tensor| -> Result<Tensor> {
+                let g = (y * &seed)?.sum_all()?.backward()?;
+                Ok(g.get(x.as_tensor()).unwrap().clone())
+            };
+            let diff = |a: &Tensor, b: &Tensor| -> Result<f32> {
+                (a - b)?.abs()?.max_all()?.to_scalar::<f32>()
+            };
+            assert_eq!(diff(&ours, &theirs)?, 0.0, "{shape:?} -> {out:?}");
+            assert!(
+                diff(&dx(&ours)?, &dx(&theirs)?)? < 1e-5,
+                "{shape:?} -> {out:?}"
+            );
+        }
         Ok(())
     }
 
