@@ -164,7 +164,7 @@ def main():
     ap.add_argument("--size", type=int, required=True)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--classes", type=int, default=10)
-    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--reference", default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--width", type=float, default=1.0)
@@ -201,7 +201,8 @@ def main():
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    step()  # warm-up
+    for _ in range(2):  # warm-up, as bench_peer's WARMUP
+        step()
     times = []
     for _ in range(a.iters):
         t = time.perf_counter()

@@ -2,6 +2,7 @@
 //! workloads, in the same run, alternating, each workload in a fresh process so peak memory
 //! is its own.
 
+mod end_to_end;
 mod workload;
 
 use anyhow::{bail, Context, Result};
@@ -48,8 +49,9 @@ pub struct Args {
     batch: Option<usize>,
     #[arg(long, value_enum, default_value = "plain")]
     recipe: Recipe,
-    /// Timed iterations per measurement (after one warm-up).
-    #[arg(long, default_value_t = 3)]
+    /// Timed iterations per measurement, after `workload::WARMUP` untimed ones on both sides (the
+    /// first steps of either framework allocate and pick kernels).
+    #[arg(long, default_value_t = 10)]
     iters: usize,
     /// Alternating repetitions per workload (the median is reported).
     #[arg(long, default_value_t = 2)]
@@ -63,6 +65,22 @@ pub struct Args {
     /// peak columns are host memory, not GPU memory).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Instead of the step rows: a whole `train` run of the first of `--models` (default
+    /// resnet18) with the default recipe against `benches/peer/train.py`, each timed from start
+    /// to exit (needs `--python`).
+    #[arg(long)]
+    end_to_end: bool,
+    /// End to end: the IDX data folder (default: the full Fashion-MNIST of the Debian package).
+    #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
+    data: PathBuf,
+    /// End to end: epochs and the class-balanced training subset.
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    #[arg(long, default_value_t = 8000)]
+    train_limit: usize,
+    /// End to end: where both runs write.
+    #[arg(long, default_value = "runs/bench-peer")]
+    out: PathBuf,
     /// Internal: run one vt workload `model:mode:size:batch:recipe` and print its JSON.
     #[arg(long, hide = true)]
     single: Option<String>,
@@ -219,6 +237,25 @@ pub fn run(args: Args) -> Result<()> {
         println!("{}", serde_json::to_string(&t)?);
         return Ok(());
     }
+    let reference = args
+        .reference
+        .clone()
+        .unwrap_or_else(|| peer_path("reference"));
+    if args.end_to_end {
+        let Some(python) = &args.python else {
+            bail!("--end-to-end compares with PyTorch: give --python")
+        };
+        return end_to_end::EndToEnd {
+            python,
+            reference,
+            data: args.data.clone(),
+            model: args.models.first().map_or("resnet18", String::as_str),
+            epochs: args.epochs,
+            train_limit: args.train_limit,
+            out: args.out.clone(),
+        }
+        .run(args.reps);
+    }
     let specs = match args.models.is_empty() {
         true => suite_rows(args.suite),
         false => custom_rows(&args)?,
@@ -247,10 +284,6 @@ pub fn run(args: Args) -> Result<()> {
         cmd.arg(peer_path("models.py"))
             .args(spec.torch_args()?)
             .args(&common);
-        let reference = args
-            .reference
-            .clone()
-            .unwrap_or_else(|| peer_path("reference"));
         if reference.join("vt_reference.py").exists() {
             cmd.arg("--reference").arg(&reference);
         }

@@ -297,6 +297,9 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Untimed steps before the timed ones, here and in `models.py`.
+pub const WARMUP: usize = 2;
+
 /// Times one vt workload in this process.
 pub fn single(spec: &str, iters: usize, device: &str) -> Result<Timing> {
     let s = Spec::decode(spec)?;
@@ -321,7 +324,9 @@ pub fn single(spec: &str, iters: usize, device: &str) -> Result<Timing> {
         dev.synchronize()?;
         Ok(())
     };
-    step()?;
+    for _ in 0..WARMUP {
+        step()?;
+    }
     let mut times = Vec::with_capacity(iters);
     for _ in 0..iters {
         let t = Instant::now();

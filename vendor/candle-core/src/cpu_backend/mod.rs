@@ -1439,6 +1439,10 @@ impl MatMul {
     }
 }
 
+/// vt's patch: products of at most this many multiply-adds run batch-parallel.
+#[cfg(all(not(feature = "mkl"), not(feature = "accelerate")))]
+const SMALL_BATCHED_GEMM: usize = 64 * 64 * 64;
+
 impl Map2 for MatMul {
     const OP: &'static str = "mat_mul";
 
@@ -1499,6 +1503,42 @@ impl Map2 for MatMul {
             // over itself, so a stride-zero batch on lhs goes through the loop below.
             (b, m, n, k)
         };
+        // vt's patch (vendor/README.md): a batch of small products runs one product per
+        // rayon task, each single-threaded, instead of one after another, each asking for
+        // every thread (the VT module's attention: 1024 products of 49x4x16 per call).
+        if b > 1 && num_threads > 1 && m * n * k <= SMALL_BATCHED_GEMM {
+            use rayon::prelude::*;
+            dst.par_chunks_mut(c_skip)
+                .enumerate()
+                .for_each(|(step, dst_p)| {
+                    let lhs_p = &lhs[step * a_skip..];
+                    let rhs_p = &rhs[step * b_skip..];
+                    unsafe {
+                        gemm(
+                            m,
+                            n,
+                            k,
+                            dst_p.as_mut_ptr(),
+                            dst_cs as isize,
+                            dst_rs as isize,
+                            false,
+                            lhs_p.as_ptr(),
+                            lhs_cs as isize,
+                            lhs_rs as isize,
+                            rhs_p.as_ptr(),
+                            rhs_cs as isize,
+                            rhs_rs as isize,
+                            T::zero(),
+                            T::one(),
+                            false,
+                            false,
+                            false,
+                            Parallelism::None,
+                        )
+                    }
+                });
+            return Ok(dst);
+        }
         for step in 0..b {
             let lhs_p = &lhs[step * a_skip..];
             let rhs_p = &rhs[step * b_skip..];
