@@ -18,7 +18,7 @@
 //! ([`conv2d`] selects).
 
 use crate::contiguous_data;
-use crate::gemm::{for_each_tile, gemm_acc, Float, View};
+use crate::gemm::{for_each_tile, gemm_acc, scratch, Float, Scratch, View};
 use crate::im2col::{col2im_plane, im2col_plane, Window};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
@@ -86,10 +86,17 @@ impl Geometry {
 
     /// The column matrix `(C·k², t·L)` of samples `s0..s0+t` into `cols`; column `j·L + p`
     /// is position p of sample j.
-    fn im2col<T: Float>(&self, x: &[T], s0: usize, t: usize, cols: &mut Vec<T>, parallel: bool) {
+    fn im2col<'a, T: Float>(
+        &self,
+        x: &[T],
+        s0: usize,
+        t: usize,
+        cols: &'a mut Vec<T>,
+        parallel: bool,
+    ) -> &'a [T] {
         let (l, kk, hw) = (self.l(), self.kk(), self.h * self.w);
         let tl = t * l;
-        cols.resize(self.c * kk * tl, T::default());
+        let cols = scratch(cols, self.c * kk * tl);
         let fill = |(ch, rows): (usize, &mut [T])| {
             for j in 0..t {
                 let plane = &x[((s0 + j) * self.c + ch) * hw..][..hw];
@@ -101,6 +108,7 @@ impl Geometry {
         } else {
             cols.chunks_mut(kk * tl).enumerate().for_each(fill);
         }
+        cols
     }
 
     /// The output gradient of samples `s0..s0+t` as an `(O, t·L)` matrix: a view of `dy`
@@ -116,7 +124,7 @@ impl Geometry {
         if t == 1 {
             return (&dy[s0 * o * l..(s0 + 1) * o * l], l);
         }
-        buf.resize(o * t * l, T::default());
+        let buf = scratch(buf, o * t * l);
         for j in 0..t {
             for oc in 0..o {
                 buf[oc * t * l + j * l..][..l].copy_from_slice(&dy[((s0 + j) * o + oc) * l..][..l]);
@@ -129,25 +137,18 @@ impl Geometry {
         let (o, l, kg, og) = (self.o, self.l(), self.kg(), self.og());
         let (tile, outer, inner) = self.plan();
         let mut y = vec![T::default(); self.n * o * l];
-        let run = |(ti, y_t): (usize, &mut [T]), (cols, tmp): &mut (Vec<T>, Vec<T>)| {
+        let run = |(ti, y_t): (usize, &mut [T]), Scratch(cols, tmp): &mut Scratch<T>| {
             let (s0, t) = (ti * tile, y_t.len() / (o * l));
             let tl = t * l;
             let src: &[T] = if self.pointwise() && t == 1 {
                 &x[s0 * self.c * l..(s0 + 1) * self.c * l]
             } else {
-                self.im2col(x, s0, t, cols, inner > 1);
-                cols
+                self.im2col(x, s0, t, cols, inner > 1)
             };
             // one sample: the GEMM writes its NCHW plane directly; several: (O, t·L), then
             // each sample's rows move to their place
             let direct = t == 1;
-            let dst: &mut [T] = if direct {
-                y_t
-            } else {
-                tmp.clear();
-                tmp.resize(o * tl, T::default());
-                tmp
-            };
+            let dst: &mut [T] = if direct { y_t } else { scratch(tmp, o * tl) };
             for g in 0..self.groups {
                 gemm_acc(
                     og,
@@ -165,6 +166,7 @@ impl Geometry {
                         rs: tl,
                         cs: 1,
                     },
+                    false,
                     inner,
                 );
             }
@@ -193,7 +195,8 @@ impl Geometry {
         };
         let part = |p: usize| {
             let mut acc = vec![T::default(); self.o * kg];
-            let (mut cols, mut dyb) = (Vec::new(), Vec::new());
+            let mut buffers = Scratch::default();
+            let Scratch(cols, dyb) = &mut buffers;
             for ti in (p * tiles / parts)..((p + 1) * tiles / parts) {
                 let s0 = ti * tile;
                 let t = tile.min(self.n - s0);
@@ -201,10 +204,9 @@ impl Geometry {
                 let src: &[T] = if self.pointwise() && t == 1 {
                     &x[s0 * self.c * l..(s0 + 1) * self.c * l]
                 } else {
-                    self.im2col(x, s0, t, &mut cols, inner > 1);
-                    &cols
+                    self.im2col(x, s0, t, cols, inner > 1)
                 };
-                let (dyt, dy_rs) = self.dy_tile(dy, s0, t, &mut dyb);
+                let (dyt, dy_rs) = self.dy_tile(dy, s0, t, dyb);
                 for g in 0..self.groups {
                     gemm_acc(
                         og,
@@ -223,6 +225,7 @@ impl Geometry {
                             rs: 1,
                             cs: tl,
                         },
+                        true,
                         inner,
                     );
                 }
@@ -280,7 +283,7 @@ impl Geometry {
         let hw = self.h * self.w;
         let (tile, outer, inner) = self.plan();
         let mut dx = vec![T::default(); self.n * c * hw];
-        let run = |(ti, dx_t): (usize, &mut [T]), (gcols, dyb): &mut (Vec<T>, Vec<T>)| {
+        let run = |(ti, dx_t): (usize, &mut [T]), Scratch(gcols, dyb): &mut Scratch<T>| {
             let (s0, t) = (ti * tile, dx_t.len() / (c * hw));
             let tl = t * l;
             let (dyt, dy_rs) = self.dy_tile(dy, s0, t, dyb);
@@ -289,9 +292,7 @@ impl Geometry {
             let dst: &mut [T] = if direct {
                 dx_t
             } else {
-                gcols.clear();
-                gcols.resize(c * kk * tl, T::default());
-                gcols
+                scratch(gcols, c * kk * tl)
             };
             for g in 0..self.groups {
                 gemm_acc(
@@ -311,6 +312,7 @@ impl Geometry {
                         rs: dy_rs,
                         cs: 1,
                     },
+                    false,
                     inner,
                 );
             }
