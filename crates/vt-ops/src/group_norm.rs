@@ -2,10 +2,11 @@
 //! generally, since it uses no batch statistics).
 //!
 //! Written with candle's differentiable ops (reshape, mean, broadcast), so it has a backward on
-//! every device; the test checks it by finite differences and against a hand computation.
+//! every device; on the CPU (f32 / f64) one op forward and one backward (`group_norm_cpu.rs`).
+//! The tests check both by finite differences, against each other and a hand computation.
 
 use crate::cost::Cost;
-use candle_core::{bail, Module, Result, Tensor, D};
+use candle_core::{bail, DType, Module, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
 /// GroupNorm over `(N, C, ...)`: statistics per sample and group of `C / groups` channels
@@ -16,6 +17,8 @@ pub struct GroupNorm {
     bias: Tensor,
     groups: usize,
     eps: f64,
+    /// The CPU kernel where it applies (off: the composite ops, for tests).
+    fused: bool,
 }
 
 impl GroupNorm {
@@ -31,6 +34,7 @@ impl GroupNorm {
             bias: vb.get_with_hints(channels, "bias", Init::Const(0.0))?,
             groups,
             eps: 1e-5,
+            fused: true,
         })
     }
 
@@ -51,6 +55,14 @@ impl Module for GroupNorm {
             );
         }
         let (n, c) = (dims[0], dims[1]);
+        let fits = x.dtype() == self.weight.dtype() && matches!(x.dtype(), DType::F32 | DType::F64);
+        if self.fused && crate::cpu_kernels(x.device()) && fits {
+            let op = crate::group_norm_cpu::GroupNormCpu {
+                groups: self.groups,
+                eps: self.eps,
+            };
+            return x.contiguous()?.apply_op3(&self.weight, &self.bias, op);
+        }
         let g = x.reshape((n, self.groups, ()))?;
         let mean = g.mean_keepdim(D::Minus1)?;
         let centred = g.broadcast_sub(&mean)?;
@@ -70,7 +82,7 @@ impl Module for GroupNorm {
 mod tests {
     use super::*;
     use crate::gradcheck::check_gradient;
-    use candle_core::{DType, Device};
+    use candle_core::Device;
 
     fn norm(groups: usize, w: &Tensor, b: &Tensor) -> GroupNorm {
         GroupNorm {
@@ -78,7 +90,58 @@ mod tests {
             bias: b.clone(),
             groups,
             eps: 1e-5,
+            fused: true,
         }
+    }
+
+    /// The CPU kernel against the composite ops: values and every gradient, f32, with planes
+    /// of one and many channels per group and a large mean.
+    #[test]
+    fn cpu_kernel_equals_composite() -> Result<()> {
+        let dev = Device::Cpu;
+        for (shape, groups, offset) in [
+            (vec![2usize, 6, 3, 5], 3usize, 0.0),
+            (vec![3, 8, 17], 8, 4.0),
+            (vec![2, 4, 9, 9], 1, -2.0),
+        ] {
+            let n: usize = shape.iter().product();
+            let c = shape[1];
+            let x = crate::Rng::new(n as u64).normal_vec(n, offset, 1.5);
+            let x = candle_core::Var::from_vec(x, shape.as_slice(), &dev)?;
+            let w =
+                candle_core::Var::from_vec(crate::Rng::new(2).normal_vec(c, 1.0, 0.3), c, &dev)?;
+            let b =
+                candle_core::Var::from_vec(crate::Rng::new(3).normal_vec(c, 0.0, 0.3), c, &dev)?;
+            let seed = Tensor::arange(0f32, n as f32, &dev)?
+                .reshape(shape.as_slice())?
+                .sin()?;
+            let run = |fused: bool| -> Result<Vec<Vec<f32>>> {
+                let gn = GroupNorm {
+                    fused,
+                    ..norm(groups, w.as_tensor(), b.as_tensor())
+                };
+                let y = gn.forward(&x)?;
+                let g = (&y * &seed)?.sum_all()?.backward()?;
+                let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+                Ok(vec![
+                    flat(&y)?,
+                    flat(g.get(x.as_tensor()).unwrap())?,
+                    flat(g.get(w.as_tensor()).unwrap())?,
+                    flat(g.get(b.as_tensor()).unwrap())?,
+                ])
+            };
+            let (a, z) = (run(true)?, run(false)?);
+            for (u, v) in a.iter().zip(&z) {
+                let scale = v.iter().fold(1f32, |m, q| m.max(q.abs()));
+                let d = u
+                    .iter()
+                    .zip(v)
+                    .map(|(p, q)| (p - q).abs())
+                    .fold(0f32, f32::max);
+                assert!(d < 1e-5 * scale, "{shape:?} groups {groups}: {d}");
+            }
+        }
+        Ok(())
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod cost;
 mod gemm;
 pub mod gradcheck;
 pub mod group_norm;
+mod group_norm_cpu;
 mod im2col;
 mod nearest;
 pub mod nn;
