@@ -32,6 +32,7 @@ pub mod residual;
 pub mod resize;
 pub mod rng;
 pub mod softmax;
+mod softmax_cpu;
 pub mod stochastic;
 pub mod store;
 
