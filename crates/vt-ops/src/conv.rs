@@ -243,11 +243,12 @@ impl Geometry {
     }
 
     /// The convolution whose forward is this one's input gradient, when there is one: for a
-    /// stride-1 window whose output is the input's size, `dX = conv(dY, W')` with the same
+    /// stride-1 window wider than one pixel whose output is the input's size, `dX = conv(dY, W')` with the same
     /// padding and `W'[c, o] = W[o, c]` rotated by 180°. Its forward gathers `dY` (one shifted
     /// copy per tap) where the general path scatters `Wᵀ·dY` back with col2im.
     fn transposed(&self) -> Option<Geometry> {
-        let same = self.win.stride == 1 && self.ho == self.h && self.wo == self.w;
+        // a 1×1 conv has no col2im to avoid, only the weight transpose to pay (serially)
+        let same = self.win.k > 1 && self.win.stride == 1 && self.ho == self.h && self.wo == self.w;
         same.then_some(Geometry {
             c: self.o,
             o: self.c,
