@@ -42,7 +42,7 @@ impl SoftmaxCpu {
                 for (yr, xr) in ys.chunks_mut(inner).zip(xs.chunks(inner)) {
                     for (((o, &v), &m), s) in yr.iter_mut().zip(xr).zip(&max).zip(sum.iter_mut()) {
                         let e = (v - m).exp();
-                        *s = *s + e;
+                        *s += e;
                         *o = if self.log { v - m } else { e };
                     }
                 }
@@ -50,14 +50,14 @@ impl SoftmaxCpu {
                     let lse: Vec<T> = sum.iter().map(|s| s.ln()).collect();
                     for yr in ys.chunks_mut(inner) {
                         for (o, &l) in yr.iter_mut().zip(&lse) {
-                            *o = *o - l;
+                            *o -= l;
                         }
                     }
                 } else {
                     let inv: Vec<T> = sum.iter().map(|s| T::one() / *s).collect();
                     for yr in ys.chunks_mut(inner) {
                         for (o, &r) in yr.iter_mut().zip(&inv) {
-                            *o = *o * r;
+                            *o *= r;
                         }
                     }
                 }
@@ -106,7 +106,7 @@ impl SoftmaxBackward {
                 let mut dot = vec![T::zero(); inner];
                 for (yr, dr) in ys.chunks(inner).zip(ds.chunks(inner)) {
                     for ((s, &yv), &dv) in dot.iter_mut().zip(yr).zip(dr) {
-                        *s = *s + if log { dv } else { yv * dv };
+                        *s += if log { dv } else { yv * dv };
                     }
                 }
                 for (xr, (yr, dr)) in dxs
