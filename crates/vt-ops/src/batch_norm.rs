@@ -10,8 +10,6 @@
 //! With `relu` set the op is BN followed by ReLU: the forward clamps as it writes, and the
 //! backward masks `dy` by `y > 0` as it reads, so the pre-activation is never stored.
 
-use crate::contiguous_data;
-use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
@@ -151,29 +149,15 @@ impl CustomOp3 for BatchNormTrain {
                 l3.shape()
             );
         }
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(b)) => {
-                CpuStorage::F32(self.forward(
-                    contiguous_data(x, l1, "batch norm x")?,
-                    contiguous_data(g, l2, "batch norm weight")?,
-                    contiguous_data(b, l3, "batch norm bias")?,
-                    n,
-                    c,
-                    s,
-                ))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(b)) => {
-                CpuStorage::F64(self.forward(
-                    contiguous_data(x, l1, "batch norm x")?,
-                    contiguous_data(g, l2, "batch norm weight")?,
-                    contiguous_data(b, l3, "batch norm bias")?,
-                    n,
-                    c,
-                    s,
-                ))
-            }
-            _ => bail!("batch norm kernel: unsupported dtype {:?}", s1.dtype()),
-        };
+        let out = crate::float_kernel!(
+            "batch norm",
+            [
+                (s1, l1, "batch norm x") => x,
+                (s2, l2, "batch norm weight") => g,
+                (s3, l3, "batch norm bias") => b,
+            ],
+            self.forward(x, g, b, n, c, s)
+        );
         Ok((out, l1.shape().clone()))
     }
 
@@ -287,29 +271,15 @@ impl CustomOp3 for BatchNormBackward {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (n, c, s) = ncs(l1.shape())?;
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(dy), CpuStorage::F32(y)) => {
-                CpuStorage::F32(self.run(
-                    contiguous_data(x, l1, "batch norm x")?,
-                    contiguous_data(dy, l2, "batch norm dy")?,
-                    contiguous_data(y, l3, "batch norm y")?,
-                    n,
-                    c,
-                    s,
-                ))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(dy), CpuStorage::F64(y)) => {
-                CpuStorage::F64(self.run(
-                    contiguous_data(x, l1, "batch norm x")?,
-                    contiguous_data(dy, l2, "batch norm dy")?,
-                    contiguous_data(y, l3, "batch norm y")?,
-                    n,
-                    c,
-                    s,
-                ))
-            }
-            _ => bail!("batch norm backward: unsupported dtype {:?}", s1.dtype()),
-        };
+        let out = crate::float_kernel!(
+            "batch norm backward",
+            [
+                (s1, l1, "batch norm x") => x,
+                (s2, l2, "batch norm dy") => dy,
+                (s3, l3, "batch norm y") => y,
+            ],
+            self.run(x, dy, y, n, c, s)
+        );
         Ok((out, Shape::from(n * c * s + 2 * c)))
     }
 }

@@ -4,8 +4,6 @@
 //! Other devices (and dtypes other than f32 / f64) use `broadcast_add`; [`add_channel_bias`]
 //! chooses.
 
-use crate::contiguous_data;
-use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -68,19 +66,11 @@ impl CustomOp2 for ChannelBias {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (_, _, s) = ncs(l1.shape())?;
-        let y = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(b)) => CpuStorage::F32(add(
-                contiguous_data(x, l1, "channel bias x")?,
-                contiguous_data(b, l2, "channel bias b")?,
-                s,
-            )),
-            (CpuStorage::F64(x), CpuStorage::F64(b)) => CpuStorage::F64(add(
-                contiguous_data(x, l1, "channel bias x")?,
-                contiguous_data(b, l2, "channel bias b")?,
-                s,
-            )),
-            _ => bail!("channel bias kernel: unsupported dtype {:?}", s1.dtype()),
-        };
+        let y = crate::float_kernel!(
+            "channel bias",
+            [(s1, l1, "channel bias x") => x, (s2, l2, "channel bias b") => b],
+            add(x, b, s)
+        );
         Ok((y, l1.shape().clone()))
     }
 
@@ -129,21 +119,11 @@ impl CustomOp1 for ChannelSum {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, s) = ncs(layout.shape())?;
-        let out = match storage {
-            CpuStorage::F32(v) => CpuStorage::F32(channel_sums(
-                contiguous_data(v, layout, "channel sum")?,
-                n,
-                c,
-                s,
-            )),
-            CpuStorage::F64(v) => CpuStorage::F64(channel_sums(
-                contiguous_data(v, layout, "channel sum")?,
-                n,
-                c,
-                s,
-            )),
-            other => bail!("channel sum kernel: unsupported dtype {:?}", other.dtype()),
-        };
+        let out = crate::float_kernel!(
+            "channel sum",
+            [(storage, layout, "channel sum") => v],
+            channel_sums(v, n, c, s)
+        );
         Ok((out, Shape::from(c)))
     }
 }

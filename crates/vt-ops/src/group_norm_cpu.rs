@@ -8,8 +8,6 @@
 //! Backward, with `x̂ = (x − μ)·r` and `g = γ_c·dy`: `dβ_c = Σ dy`, `dγ_c = Σ dy·x̂`,
 //! `dx = r·(g − mean_block(g) − x̂·mean_block(g·x̂))`.
 
-use crate::contiguous_data;
-use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
@@ -74,27 +72,15 @@ impl CustomOp3 for GroupNormCpu {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (_, c, s) = ncs(l1.shape())?;
-        let y = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(b)) => {
-                CpuStorage::F32(self.forward(
-                    contiguous_data(x, l1, "group norm x")?,
-                    contiguous_data(g, l2, "group norm weight")?,
-                    contiguous_data(b, l3, "group norm bias")?,
-                    c,
-                    s,
-                ))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(b)) => {
-                CpuStorage::F64(self.forward(
-                    contiguous_data(x, l1, "group norm x")?,
-                    contiguous_data(g, l2, "group norm weight")?,
-                    contiguous_data(b, l3, "group norm bias")?,
-                    c,
-                    s,
-                ))
-            }
-            _ => bail!("group norm kernel: unsupported dtype {:?}", s1.dtype()),
-        };
+        let y = crate::float_kernel!(
+            "group norm",
+            [
+                (s1, l1, "group norm x") => x,
+                (s2, l2, "group norm weight") => g,
+                (s3, l3, "group norm bias") => b,
+            ],
+            self.forward(x, g, b, c, s)
+        );
         Ok((y, l1.shape().clone()))
     }
 
@@ -194,27 +180,15 @@ impl CustomOp3 for GroupNormBackward {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (n, c, s) = ncs(l1.shape())?;
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(dy), CpuStorage::F32(g)) => {
-                CpuStorage::F32(self.run(
-                    contiguous_data(x, l1, "group norm x")?,
-                    contiguous_data(dy, l2, "group norm dy")?,
-                    contiguous_data(g, l3, "group norm weight")?,
-                    c,
-                    s,
-                ))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(dy), CpuStorage::F64(g)) => {
-                CpuStorage::F64(self.run(
-                    contiguous_data(x, l1, "group norm x")?,
-                    contiguous_data(dy, l2, "group norm dy")?,
-                    contiguous_data(g, l3, "group norm weight")?,
-                    c,
-                    s,
-                ))
-            }
-            _ => bail!("group norm backward: unsupported dtype {:?}", s1.dtype()),
-        };
+        let out = crate::float_kernel!(
+            "group norm backward",
+            [
+                (s1, l1, "group norm x") => x,
+                (s2, l2, "group norm dy") => dy,
+                (s3, l3, "group norm weight") => g,
+            ],
+            self.run(x, dy, g, c, s)
+        );
         Ok((out, Shape::from(n * c * s + 2 * c)))
     }
 }

@@ -65,3 +65,25 @@ pub(crate) fn contiguous_data<'a, T>(
         None => candle_core::bail!("{what} needs a contiguous input"),
     }
 }
+
+/// Runs a kernel on the f32 or f64 data of one or more contiguous CPU operands of the same
+/// dtype: `float_kernel!(what, [(storage, layout, "name") => data, ...], body)` binds each
+/// `data` to its contiguous slice and wraps `body` (a `Vec`) in the matching `CpuStorage`.
+/// Other dtypes are an error naming `what`.
+macro_rules! float_kernel {
+    ($what:expr, [$(($s:expr, $l:expr, $name:expr) => $v:ident),+ $(,)?], $body:expr) => {{
+        #[allow(unused_parens)]
+        match ($($s),+) {
+            ($(candle_core::CpuStorage::F32($v)),+) => {
+                $(let $v = $crate::contiguous_data($v, $l, $name)?;)+
+                candle_core::CpuStorage::F32($body)
+            }
+            ($(candle_core::CpuStorage::F64($v)),+) => {
+                $(let $v = $crate::contiguous_data($v, $l, $name)?;)+
+                candle_core::CpuStorage::F64($body)
+            }
+            _ => candle_core::bail!("{}: unsupported dtype (f32 or f64, all operands alike)", $what),
+        }
+    }};
+}
+pub(crate) use float_kernel;

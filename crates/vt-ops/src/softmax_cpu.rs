@@ -7,9 +7,7 @@
 //! Forward `y = softmax(x)` (or `log y`); backward `dx = y·(dy − Σ y·dy)` for softmax and
 //! `dx = dy − softmax·Σ dy` for log-softmax, from the saved output.
 
-use crate::contiguous_data;
-use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Softmax (`log: false`) or log-softmax over the axis of length `len`, `inner` elements
@@ -72,15 +70,11 @@ impl CustomOp1 for SoftmaxCpu {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let y = match storage {
-            CpuStorage::F32(v) => {
-                CpuStorage::F32(self.forward(contiguous_data(v, layout, "softmax")?))
-            }
-            CpuStorage::F64(v) => {
-                CpuStorage::F64(self.forward(contiguous_data(v, layout, "softmax")?))
-            }
-            other => bail!("softmax kernel: unsupported dtype {:?}", other.dtype()),
-        };
+        let y = crate::float_kernel!(
+            "softmax",
+            [(storage, layout, "softmax") => v],
+            self.forward(v)
+        );
         Ok((y, layout.shape().clone()))
     }
 
@@ -139,15 +133,11 @@ impl CustomOp2 for SoftmaxBackward {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let what = "softmax backward";
-        let dx = match (s1, s2) {
-            (CpuStorage::F32(y), CpuStorage::F32(d)) => CpuStorage::F32(
-                self.run(contiguous_data(y, l1, what)?, contiguous_data(d, l2, what)?),
-            ),
-            (CpuStorage::F64(y), CpuStorage::F64(d)) => CpuStorage::F64(
-                self.run(contiguous_data(y, l1, what)?, contiguous_data(d, l2, what)?),
-            ),
-            _ => bail!("{what}: unsupported dtype {:?}", s1.dtype()),
-        };
+        let dx = crate::float_kernel!(
+            what,
+            [(s1, l1, what) => y, (s2, l2, what) => d],
+            self.run(y, d)
+        );
         Ok((dx, l1.shape().clone()))
     }
 }
