@@ -109,12 +109,27 @@ pub fn read_batch(path: &Path, variant: Variant) -> Result<(Vec<u8>, Vec<usize>)
 fn read_split(root: &Path, files: &[&str], variant: Variant) -> Result<InMemory> {
     let mut pixels = Vec::new();
     let mut labels = Vec::new();
+    let mut counts: Vec<(&str, usize)> = Vec::new();
     for f in files {
         let path = root.join(f);
         if !path.is_file() {
             return Err(DataError::missing(path, "CIFAR binary batch"));
         }
         let (p, l) = read_batch(&path, variant)?;
+        // Records carry no header, so a batch cut at a record boundary reads as a shorter
+        // batch; the official batches of a split all hold the same number of records.
+        if let Some(&(first, n)) = counts.first() {
+            if l.len() != n {
+                return Err(DataError::format(
+                    &path,
+                    format!(
+                        "truncated CIFAR batch: {} records, where {first} has {n} (the batches of a split are equal)",
+                        l.len()
+                    ),
+                ));
+            }
+        }
+        counts.push((*f, l.len()));
         pixels.extend(p);
         labels.extend(l);
     }

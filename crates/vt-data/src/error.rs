@@ -19,7 +19,7 @@ pub enum DataError {
     Decode {
         path: PathBuf,
         #[source]
-        source: image::ImageError,
+        source: crate::decode::DecodeError,
     },
     #[error("{path}: sample {index}: label {label} is outside the class range 0..{num_classes}")]
     Label {

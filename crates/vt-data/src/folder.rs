@@ -147,7 +147,17 @@ pub fn open(dir: &Path) -> Result<ClassificationData> {
         .find(|p| p.is_dir())
         .ok_or_else(|| DataError::missing(dir.join("val"), "validation split (val/ or test/)"))?;
     let test = ImageFolder::scan(&test_dir, Some(&train.classes))?;
-    let first = Image::open_rgb(&train.samples[0].0)?;
+    // The nominal image size is the first decodable image's (an unreadable one is reported
+    // when it is read, and skipped under `skip_bad`, rather than failing the whole set here).
+    let mut probe = train
+        .samples
+        .iter()
+        .take(32)
+        .map(|(p, _)| Image::open_rgb(p));
+    let first = match probe.find(|r| r.is_ok()) {
+        Some(ok) => ok?,
+        None => Image::open_rgb(&train.samples[0].0)?,
+    };
     Ok(ClassificationData {
         num_classes: train.classes.len(),
         class_names: train.classes.clone(),

@@ -101,16 +101,29 @@ pub fn parse_idx(bytes: &[u8], expected_ndim: usize, name: &Path) -> Result<IdxA
             u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
         })
         .collect();
-    let want = dims.iter().product::<usize>();
     let got = bytes.len() - header;
+    let shape = || {
+        dims.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x")
+    };
+    let Some(want) = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) else {
+        return Err(DataError::format(
+            name,
+            format!(
+                "IDX header says {} elements, more than memory can hold",
+                shape()
+            ),
+        ));
+    };
     if got != want {
-        let shape: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
         let what = if got < want { "truncated" } else { "too long" };
         return Err(DataError::format(
             name,
             format!(
                 "{what} IDX data: header says {} = {want} bytes, file has {got}",
-                shape.join("x")
+                shape()
             ),
         ));
     }

@@ -3,6 +3,7 @@
 //! [`crate::transforms::ToTensor`] produces), plus decoding and the resampling kernels the
 //! transforms share.
 
+use crate::decode;
 use crate::error::{DataError, Result};
 use std::path::Path;
 
@@ -68,20 +69,16 @@ impl Image {
         (self.height, self.width, self.channels)
     }
 
-    /// Decodes a JPEG or PNG file into RGB (as torchvision's default loader does).
+    /// Decodes a JPEG or PNG file into RGB (as torchvision's default loader does), strictly:
+    /// a truncated or corrupt file is an error that names it (see [`crate::decode`]).
     pub fn open_rgb(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-        let img = image::load_from_memory(&bytes).map_err(|source| DataError::Decode {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let rgb = img.into_rgb8();
-        let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+        let d = decode::decode_rgb(path, &bytes)?;
         Ok(Self {
-            width: w,
-            height: h,
-            channels: 3,
-            data: rgb.into_raw(),
+            width: d.width,
+            height: d.height,
+            channels: d.channels,
+            data: d.data,
         })
     }
 }
@@ -104,39 +101,21 @@ impl LabelMap {
     /// Reads a single-channel PNG label map: 8-bit grayscale or 8-bit palette (the palette
     /// *indices* are the labels, as in VOC-style annotations; colours are ignored).
     pub fn open_png(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
-        let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
-        decoder.set_transformations(png::Transformations::IDENTITY);
-        let bad = |msg: String| DataError::format(path, msg);
-        let mut reader = decoder
-            .read_info()
-            .map_err(|e| bad(format!("cannot decode PNG label map: {e}")))?;
-        let size = reader
-            .output_buffer_size()
-            .ok_or_else(|| bad("PNG label map too large".into()))?;
-        let mut buf = vec![0u8; size];
-        let info = reader
-            .next_frame(&mut buf)
-            .map_err(|e| bad(format!("cannot decode PNG label map: {e}")))?;
+        let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+        let (d, info) = decode::decode_png_raw(path, &bytes)?;
         use png::{BitDepth, ColorType};
         match (info.color_type, info.bit_depth) {
             (ColorType::Grayscale | ColorType::Indexed, BitDepth::Eight) => {}
             (ct, bd) => {
-                return Err(bad(format!(
-                "label map must be an 8-bit grayscale or palette PNG, got {ct:?} at {bd:?} bits"
-            )))
+                return Err(DataError::format(
+                    path,
+                    format!(
+                        "label map must be an 8-bit grayscale or palette PNG, got {ct:?} at {bd:?} bits"
+                    ),
+                ))
             }
         }
-        let (w, h) = (info.width as usize, info.height as usize);
-        let mut data = Vec::with_capacity(w * h);
-        for row in buf.chunks(info.line_size).take(h) {
-            data.extend_from_slice(&row[..w]);
-        }
-        Ok(Self {
-            width: w,
-            height: h,
-            data,
-        })
+        Self::new(d.width, d.height, d.data)
     }
 }
 

@@ -16,7 +16,7 @@
 //!   [`SegPipeline::eval`] (whole image padded to a multiple of 32);
 //! * [`loader`]: batches of `(N, C, H, W)` f32 images and u32 labels, identical for any
 //!   number of workers; segmentation batches of mixed sizes are padded to the largest;
-//! * [`image`]: pixel buffers and decoding; [`error`]: [`DataError`], which names the file.
+//! * [`image`]: pixel buffers; [`decode`]: strict JPEG / PNG decoding (truncation is an error); [`error`]: [`DataError`], which names the file.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -32,6 +32,7 @@
 
 pub mod cifar;
 pub mod dataset;
+pub mod decode;
 pub mod error;
 pub mod folder;
 pub mod idx;

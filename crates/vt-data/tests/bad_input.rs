@@ -162,6 +162,18 @@ fn cifar_truncated_and_bad_label() {
         ],
     );
     std::fs::write(d.join("data_batch_3.bin"), common::cifar_records(&[&[1]])).unwrap();
+    assert_has(
+        &err_text(open_classification(d, None)),
+        &[
+            "data_batch_3.bin",
+            "1 records, where data_batch_1.bin has 2",
+        ],
+    );
+    std::fs::write(
+        d.join("data_batch_3.bin"),
+        common::cifar_records(&[&[1], &[2]]),
+    )
+    .unwrap();
     std::fs::remove_file(d.join("data_batch_4.bin")).unwrap();
     assert_has(
         &err_text(open_classification(d, None)),

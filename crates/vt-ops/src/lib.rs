@@ -14,7 +14,8 @@
 //! * [`stochastic`]: dropout and drop-path;
 //! * [`store`]: seeded initialisation and checked weight loading (one error lists every bad key);
 //! * [`rng`]: the seeded generator and the mask source of stochastic layers;
-//! * [`cost`]: MAC and parameter accounting.
+//! * [`cost`]: MAC and parameter accounting;
+//! * [`mutate`]: seeded byte mutations of files, for the readers' robustness tests.
 
 pub mod batch_norm;
 pub mod bias;
@@ -25,6 +26,7 @@ pub mod gradcheck;
 pub mod group_norm;
 mod group_norm_cpu;
 mod im2col;
+pub mod mutate;
 mod nearest;
 pub mod nn;
 pub mod pool;
