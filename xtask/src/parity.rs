@@ -10,7 +10,7 @@ use vt_backbones::fixture::run_fixture_as;
 /// any tensor exceeds its tolerance.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Fixture file(s) made by reference/make_fixtures.py or make_seg_fixtures.py.
+    /// Fixture file(s) made by benches/peer/reference/make_fixtures.py or make_seg_fixtures.py.
     #[arg(long, required = true, num_args = 1..)]
     fixture: Vec<PathBuf>,
     /// cpu or cuda.

@@ -221,7 +221,7 @@ fn verdicts(rows: &[SegRow]) -> Vec<String> {
             }
         ));
         out.push(format!(
-            "- Neck MACs: FPN / VT-FPN = {neck:.2}x at {s}x{s} (paper 6.48x at 800x1216, 6.40x at 473x473; the saving grows with the input, segmentation.md); total MACs {total:.2}x (paper 1.41x); training images/s VT-FPN / FPN = {speed:.2}x.",
+            "- Neck MACs: FPN / VT-FPN = {neck:.2}x at {s}x{s} (paper 6.48x at 800x1216, 6.40x at 473x473; the saving grows with the input); total MACs {total:.2}x (paper 1.41x); training images/s VT-FPN / FPN = {speed:.2}x.",
             s = fpn.input
         ));
     }

@@ -174,7 +174,7 @@ fn flops_json_has_every_preset_within_target() {
     assert_eq!(segmenters, 4);
     assert_eq!(rows.len(), vt_backbones::PRESETS.len() + segmenters);
     let find = |m: &str| rows.iter().find(|r| r["model"] == m).unwrap();
-    // the reference counter's neck MACs (segmentation.md): R50 FPN / VT-FPN at both sizes
+    // the reference counter's neck MACs (docs/decisions.md, S-decisions): R50 FPN / VT-FPN at both sizes
     for (m, input, neck) in [
         ("fpn_resnet50", [800, 1216], 55.10e9),
         ("vt_fpn_resnet50", [800, 1216], 8.57e9),

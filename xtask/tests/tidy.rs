@@ -1,4 +1,4 @@
-//! Style rules checked mechanically (docs/style.md §6): no parameterised `Func` closures, no
+//! Style rules checked mechanically (the project's style rules): no parameterised `Func` closures, no
 //! train/eval literal passed inside library code, no ambient randomness, files ≤ 600 lines,
 //! no unfinished code.
 
@@ -81,63 +81,155 @@ fn library_code_follows_the_style_rules() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// The vt crates each library crate may depend on (ARCHITECTURE.md's first invariant): one
-/// way, and vt-train knows no model and no data set.
-const ALLOWED_DEPS: &[(&str, &[&str])] = &[
-    ("vt-ops", &[]),
-    ("vt-layers", &["vt-ops"]),
-    ("vt-backbones", &["vt-ops", "vt-layers"]),
-    ("vt-data", &["vt-ops"]),
-    ("vt-train", &["vt-ops"]),
-    (
-        "vt-run",
-        &["vt-ops", "vt-layers", "vt-backbones", "vt-data", "vt-train"],
-    ),
-];
+/// One row of ARCHITECTURE.md's dependency table: the crate, the vt crates and the other
+/// crates it may depend on (`None`: any).
+struct DependencyRule {
+    krate: String,
+    vt: Option<Vec<String>>,
+    other: Option<Vec<String>>,
+}
 
-/// The `vt-*` names in the `[dependencies]` section of a manifest.
-fn vt_dependencies(manifest: &str) -> Vec<String> {
-    let mut in_deps = false;
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The table after the `<!-- dependency rules` marker of ARCHITECTURE.md.
+fn dependency_rules() -> Vec<DependencyRule> {
+    let doc = std::fs::read_to_string(repo_root().join("ARCHITECTURE.md")).unwrap();
+    let table = doc
+        .split("<!-- dependency rules")
+        .nth(1)
+        .expect("ARCHITECTURE.md has a `<!-- dependency rules` table");
+    let list = |cell: &str| -> Option<Vec<String>> {
+        match cell.trim() {
+            "any" => None,
+            "-" => Some(vec![]),
+            c => Some(c.split(',').map(|s| s.trim().to_string()).collect()),
+        }
+    };
+    table
+        .lines()
+        .skip(1)
+        .map(str::trim)
+        .take_while(|l| l.starts_with('|'))
+        .filter(|l| !l.starts_with("| crate") && !l.starts_with("|---"))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split('|').collect();
+            assert_eq!(cells.len(), 3, "ARCHITECTURE.md dependency row `{l}`");
+            DependencyRule {
+                krate: cells[0].trim().to_string(),
+                vt: list(cells[1]),
+                other: list(cells[2]),
+            }
+        })
+        .collect()
+}
+
+/// The package name and the names in the `[dependencies]` section of a manifest.
+fn manifest_dependencies(manifest: &str) -> (String, Vec<String>) {
+    let mut section = String::new();
+    let mut name = String::new();
     let mut deps = vec![];
     for line in manifest.lines().map(str::trim) {
         if line.starts_with('[') {
-            in_deps = line == "[dependencies]";
-        } else if in_deps && line.starts_with("vt-") {
-            let name = line.split(['.', '=', ' ']).next().unwrap();
-            deps.push(name.to_string());
+            section = line.to_string();
+        } else if line.is_empty() || line.starts_with('#') {
+            continue;
+        } else if section == "[package]" && line.starts_with("name") {
+            name = line.split('"').nth(1).unwrap_or_default().to_string();
+        } else if section == "[dependencies]" {
+            let dep = line.split(['.', '=', ' ']).next().unwrap();
+            deps.push(dep.to_string());
         }
     }
-    deps
+    (name, deps)
 }
 
 #[test]
-fn crate_dependencies_point_one_way() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates");
+fn crate_dependencies_follow_the_architecture_table() {
+    let rules = dependency_rules();
+    assert!(rules.len() >= 8, "{} rules parsed", rules.len());
+    let workspace = std::fs::read_to_string(repo_root().join("Cargo.toml")).unwrap();
+    let members: Vec<&str> = workspace
+        .lines()
+        .find(|l| l.starts_with("members"))
+        .unwrap()
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .collect();
     let mut problems = vec![];
-    let mut seen = vec![];
-    for e in std::fs::read_dir(&root).unwrap() {
-        let dir = e.unwrap().path();
-        let Ok(manifest) = std::fs::read_to_string(dir.join("Cargo.toml")) else {
-            continue;
-        };
-        let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        seen.push(name.clone());
-        let Some((_, allowed)) = ALLOWED_DEPS.iter().find(|(n, _)| *n == name) else {
+    for member in &members {
+        let manifest =
+            std::fs::read_to_string(repo_root().join(member).join("Cargo.toml")).unwrap();
+        let (name, deps) = manifest_dependencies(&manifest);
+        let Some(rule) = rules.iter().find(|r| r.krate == name) else {
             problems.push(format!(
-                "{name}: not in ALLOWED_DEPS (add it, and to ARCHITECTURE.md)"
+                "{name} ({member}): no row in ARCHITECTURE.md's dependency table"
             ));
             continue;
         };
-        for dep in vt_dependencies(&manifest) {
-            if !allowed.contains(&dep.as_str()) {
-                problems.push(format!("{name} depends on {dep}, which it may not"));
+        for dep in deps {
+            let allowed = if dep.starts_with("vt-") {
+                &rule.vt
+            } else {
+                &rule.other
+            };
+            if allowed.as_ref().is_some_and(|a| !a.contains(&dep)) {
+                problems.push(format!(
+                    "{name} depends on {dep}, which ARCHITECTURE.md's dependency table does not allow"
+                ));
             }
         }
     }
-    assert!(seen.len() >= ALLOWED_DEPS.len(), "{seen:?}");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+    let (name, deps) = manifest_dependencies(
+        "[package]\nname = \"x\"\n[dependencies]\nvt-ops.workspace = true\n# c\nvt-data = { path = \"x\" }\n[dev-dependencies]\nvt-run.workspace = true\n",
+    );
     assert_eq!(
-        vt_dependencies("[dependencies]\nvt-ops.workspace = true\nvt-data = { path = \"x\" }\n[dev-dependencies]\nvt-run.workspace = true\n"),
-        ["vt-ops", "vt-data"]
+        (name.as_str(), deps),
+        ("x", vec!["vt-ops".to_string(), "vt-data".into()])
+    );
+}
+
+/// No doc, comment or default path points outside the repository (to the `shared` folder
+/// beside a development checkout, which users do not have).
+#[test]
+fn nothing_points_outside_the_repository() {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if p.is_dir() {
+                if !["target", "vendor", ".git", "runs"].contains(&name.as_str()) {
+                    walk(&p, out);
+                }
+            } else if ["rs", "md", "toml", "py", "sh"]
+                .iter()
+                .any(|x| p.extension().is_some_and(|e| e == *x))
+                || name == "run"
+            {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = vec![];
+    walk(&repo_root(), &mut files);
+    let needle = ["..", "/shared/"].concat();
+    let mut problems = vec![];
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        for (i, line) in text.lines().enumerate() {
+            if line.contains(&needle) {
+                problems.push(format!("{}:{}: {}", f.display(), i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "paths outside the repository:\n{}",
+        problems.join("\n")
     );
 }

@@ -1,4 +1,4 @@
-//! Parity fixtures of the PyTorch reference (`reference/make_fixtures.py`): build the module a
+//! Parity fixtures of the PyTorch reference (`benches/peer/reference/make_fixtures.py`): build the module a
 //! file describes, run it, and compare outputs, input gradients, parameter gradients and
 //! updated BatchNorm statistics with the stored float64 values.
 //!
@@ -72,7 +72,7 @@ fn kwargs_usize(kw: &Map<String, Value>, key: &str, default: usize) -> Result<us
     match kw.get(key) {
         None => Ok(default),
         Some(v) => v.as_u64().map(|v| v as usize).ok_or_else(|| {
-            candle_core::Error::Msg(format!("kwarg `{key}` is not an integer: {v}"))
+            candle_core::Error::msg(format!("kwarg `{key}` is not an integer: {v}"))
         }),
     }
 }
@@ -80,7 +80,7 @@ fn kwargs_usize(kw: &Map<String, Value>, key: &str, default: usize) -> Result<us
 /// A `VtConfig` from the reference defaults `base` overridden by constructor kwargs, with
 /// the per-class spellings (`groups`, `mode`, `niter`) renamed to the `VTConfig` fields.
 fn vt_config(base: VtConfig, kw: &Map<String, Value>, groups_field: &str) -> Result<VtConfig> {
-    let mut v = serde_json::to_value(&base).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let mut v = serde_json::to_value(&base).map_err(candle_core::Error::wrap)?;
     let obj = v.as_object_mut().expect("VtConfig serialises to an object");
     for (k, val) in kw {
         let field = match k.as_str() {
@@ -92,7 +92,7 @@ fn vt_config(base: VtConfig, kw: &Map<String, Value>, groups_field: &str) -> Res
         obj.insert(field.to_string(), val.clone());
     }
     serde_json::from_value(v)
-        .map_err(|e| candle_core::Error::Msg(format!("fixture kwargs {kw:?}: {e}")))
+        .map_err(|e| candle_core::Error::wrap(e).context(format!("fixture kwargs {kw:?}")))
 }
 
 /// The module under test, built from the metadata.
@@ -120,7 +120,7 @@ fn build(meta: &Value, vb: candle_nn::VarBuilder) -> Result<Module> {
             cfg.tokenizer = serde_json::from_value(Value::String(
                 name.trim_end_matches("Tokenizer").to_lowercase(),
             ))
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            .map_err(candle_core::Error::wrap)?;
             Module::Tokenizer(Tokenizer::new(&cfg, vb)?)
         }
         "PositionEncoder" => {
@@ -205,7 +205,7 @@ fn kwargs_ints(kw: &Map<String, Value>, key: &str) -> Result<Vec<usize>> {
                 .map(|v| v as usize)
                 .collect()
         })
-        .ok_or_else(|| candle_core::Error::Msg(format!("fixture kwargs without `{key}`")))
+        .ok_or_else(|| candle_core::Error::msg(format!("fixture kwargs without `{key}`")))
 }
 
 fn kwargs_block(kw: &Map<String, Value>) -> Result<BlockKind> {
@@ -218,7 +218,7 @@ fn kwargs_block(kw: &Map<String, Value>) -> Result<BlockKind> {
 
 fn vt_fpn_config(kw: &Map<String, Value>) -> Result<VtFpnConfig> {
     serde_json::from_value(kw.get("vt").cloned().unwrap_or(Value::Null))
-        .map_err(|e| candle_core::Error::Msg(format!("fixture kwarg `vt`: {e}")))
+        .map_err(|e| candle_core::Error::wrap(e).context("fixture kwarg `vt`"))
 }
 
 /// `SemanticFPN(num_classes, neck, block, layers, widths, stem_width, fpn_channels,
@@ -268,10 +268,9 @@ fn vt_resnet_config(kw: &Map<String, Value>) -> Result<ResNetConfig> {
         .and_then(|v| v.as_bool())
         .unwrap_or(true);
     let tokenizers: Option<Vec<vt_layers::TokenizerKind>> = match vts.remove("tokenizers") {
-        Some(Value::Array(a)) => Some(
-            serde_json::from_value(Value::Array(a))
-                .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
-        ),
+        Some(Value::Array(a)) => {
+            Some(serde_json::from_value(Value::Array(a)).map_err(candle_core::Error::wrap)?)
+        }
         _ => None,
     };
     let base = vt_config(VtConfig::preset(0, 0), &vts, "tokenizer_groups")?;
@@ -342,17 +341,20 @@ pub fn run_fixture(path: &Path, device: &Device) -> Result<ParityReport> {
 /// [`run_fixture`] with the module and its inputs in `dtype` (`F64` checks the maths without
 /// float32 rounding, for fixtures whose gradients float32 cannot resolve).
 pub fn run_fixture_as(path: &Path, device: &Device, dtype: DType) -> Result<ParityReport> {
-    let err = |e: String| candle_core::Error::Msg(format!("{}: {e}", path.display()));
-    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let at = |what: &str| format!("{}: {what}", path.display());
+    let bytes =
+        std::fs::read(path).map_err(|e| candle_core::Error::from(e).context(at("cannot read")))?;
     let (_, st_meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| err(format!("not a safetensors file: {e}")))?;
+        .map_err(|e| candle_core::Error::from(e).context(at("not a safetensors file")))?;
     let meta_str = st_meta
         .metadata()
         .as_ref()
         .and_then(|m| m.get("vt_fixture").cloned())
-        .ok_or_else(|| err("no `vt_fixture` entry in the safetensors metadata".into()))?;
+        .ok_or_else(|| {
+            candle_core::Error::msg(at("no `vt_fixture` entry in the safetensors metadata"))
+        })?;
     let meta: Value = serde_json::from_str(&meta_str)
-        .map_err(|e| err(format!("bad vt_fixture metadata: {e}")))?;
+        .map_err(|e| candle_core::Error::wrap(e).context(at("bad vt_fixture metadata")))?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
     let train = meta["mode"].as_str() == Some("train");
     let module_name = meta["module"].as_str().unwrap_or("?").to_string();
@@ -366,7 +368,8 @@ pub fn run_fixture_as(path: &Path, device: &Device, dtype: DType) -> Result<Pari
         .cloned()
         .collect();
     let store = VarStore::from_tensors(params, &path.display().to_string(), dtype, device);
-    let module = build(&meta, store.var_builder()).map_err(|e| err(e.to_string()))?;
+    let module =
+        build(&meta, store.var_builder()).map_err(|e| e.context(at("cannot build the module")))?;
     store.finish()?;
 
     let inputs: BTreeMap<String, Var> = other
@@ -378,7 +381,7 @@ pub fn run_fixture_as(path: &Path, device: &Device, dtype: DType) -> Result<Pari
         inputs
             .get(n)
             .map(|v| v.as_tensor().clone())
-            .ok_or_else(|| err(format!("fixture has no `input.{n}`")))
+            .ok_or_else(|| candle_core::Error::msg(at(&format!("fixture has no `input.{n}`"))))
     };
     let mut outputs: BTreeMap<&str, Tensor> = BTreeMap::new();
     match &module {

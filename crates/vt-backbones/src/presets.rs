@@ -3,9 +3,9 @@
 //!
 //! Classifiers: `paper_*` are the paper's printed figures (Tables 2, 8 and 3-7; the ablations
 //! are the default 90-epoch recipe); `reference_*` are the exact counts of the PyTorch
-//! reference's counter (vt_configs.md §1, §4), which our cost accounting must reproduce at
+//! reference's counter (docs/decisions.md: the counting convention and the table rows it cannot reproduce), which our cost accounting must reproduce at
 //! 224×224, 1000 classes. Segmenters: Tables 9 (COCO-stuff, 800×1216) and 10 (LIP, 473×473),
-//! with the reference counter's neck MACs (segmentation.md).
+//! with the reference counter's neck MACs (docs/decisions.md, segmentation decisions).
 
 use crate::config::{vt_stack, ResNetConfig};
 use crate::fpn::VtFpnConfig;
@@ -157,7 +157,7 @@ pub fn vt_resnet101() -> ResNetConfig {
 use TokenizerKind::{Clustering, Filter, Pooling, Recurrent};
 
 /// Ablation variants of a VT-ResNet (Tables 3-7). Table 3 swaps the first tokenizer only,
-/// the reading that matches the paper's counts (vt_configs.md §3).
+/// the reading that matches the paper's counts (docs/decisions.md, Decisions 3-9).
 macro_rules! ablations {
     ($stack:ident, $n:expr, $pool:ident, $clus:ident, $nort:ident, $none:ident, $gc:ident, $l32:ident, $l64:ident, $noproj:ident) => {
         pub fn $pool() -> ResNetConfig {
@@ -260,7 +260,7 @@ pub fn vt_resnet18_paper_eq() -> ResNetConfig {
     ))
 }
 
-const R50_MISMATCH: &str = "the paper's VT-R50/R101 leave ~133 M MACs for the VT stage; no structure that fits R18/R34 reaches it (vt_configs.md §5)";
+const R50_MISMATCH: &str = "the paper's VT-R50/R101 leave ~133 M MACs for the VT stage; no structure that fits R18/R34 reaches it (docs/decisions.md)";
 
 /// The semantic FPNs of Tables 9/10 (54 classes: detectron2's stuff-only COCO; the data set
 /// sets the count when training).
@@ -341,7 +341,7 @@ macro_rules! seg {
     };
 }
 
-const SEG_TOTAL_MISMATCH: Option<&str> = Some("the paper's total FLOPs count slightly less than trunk + neck + detectron2's head (ours is 2-5 % above Tables 9/10; segmentation.md)");
+const SEG_TOTAL_MISMATCH: Option<&str> = Some("the paper's total FLOPs count slightly less than trunk + neck + detectron2's head (ours is 2-5 % above Tables 9/10; docs/decisions.md)");
 
 pub const PRESETS: &[Preset] = &[
     p!(resnet18, ResNetConfig::resnet18, "Table 2", 1814.0, 11.7, 69.9, 1814.1, 11.680, None),
@@ -362,16 +362,16 @@ pub const PRESETS: &[Preset] = &[
     p!(vt_resnet18_no_projector, "Table 7: w/o projector", 1497.0, 9.3, 70.9, 1500.0, 9.47),
     p!(vt_resnet34_pooling, "Table 3: pooling tokenizer", 3246.0, 20.6, 73.5, 3260.0, 20.59),
     p!(vt_resnet34_clustering, vt_resnet34_clustering, "Table 3: clustering tokenizer", 3230.0, 21.8, 75.1, 3280.0, 21.45,
-        Some("the paper's R34 clustering row is 69 M MACs below its filter row; R18's is equal (vt_configs.md §5.3)")),
+        Some("the paper's R34 clustering row is 69 M MACs below its filter row; R18's is equal (docs/decisions.md)")),
     p!(vt_resnet34_no_rt, vt_resnet34_no_rt, "Table 4: w/o recurrent tokenizer", 3369.0, 20.7, 74.5, 3249.0, 20.38,
-        Some("the paper's R34 w/o-RT row costs more than with RT, unlike R18; likely a typo for 3269 (vt_configs.md §5.3)")),
+        Some("the paper's R34 w/o-RT row costs more than with RT, unlike R18; likely a typo for 3269 (docs/decisions.md)")),
     p!(vt_resnet34_no_relation, "Table 5: none", 3222.0, 17.1, 73.4, 3199.0, 16.72),
     p!(vt_resnet34_graphconv, "Table 5: GraphConv", 3223.0, 17.1, 73.6, 3200.0, 16.73),
     p!(vt_resnet34_l32, "Table 6: L = 32", 3514.0, 21.8, 75.1, 3492.0, 21.46),
     p!(vt_resnet34_l64, "Table 6: L = 64", 3951.0, 21.8, 75.0, 3933.0, 21.47),
     p!(vt_resnet34_no_projector, "Table 7: w/o projector", 3158.0, 17.3, 74.1, 3171.0, 17.81),
     p!(vt_resnet18_paper_eq, vt_resnet18_paper_eq, "Eq. (1)-(5), literal", 1579.0, 11.6, 72.0, 1445.0, 3.76,
-        Some("the literal single-head equations are far smaller than every table (vt_configs.md §4)")),
+        Some("the literal single-head equations are far smaller than every table (docs/decisions.md)")),
     seg!(fpn_resnet50, (40.78, 159.0, 55.1, 55.099), (47.04, 37.1, 12.8, 12.893), SEG_TOTAL_MISMATCH),
     seg!(vt_fpn_resnet50, (41.00, 113.0, 8.5, 8.568), (47.39, 26.4, 2.0, 2.090), SEG_TOTAL_MISMATCH),
     seg!(fpn_resnet101, (41.51, 231.0, 55.1, 55.099), (47.35, 54.4, 12.8, 12.893), SEG_TOTAL_MISMATCH),

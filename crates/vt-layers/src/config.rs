@@ -105,7 +105,7 @@ impl VtConfig {
         }
     }
 
-    /// The configuration of the VT-ResNet presets (vt_configs.md §6): full recurrence,
+    /// The configuration of the VT-ResNet presets (docs/decisions.md, Decision 19): full recurrence,
     /// transformer groups 4, everything else as the pseudo-code.
     pub fn preset(in_channels: usize, out_channels: usize) -> Self {
         Self {

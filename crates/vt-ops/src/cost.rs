@@ -1,6 +1,6 @@
 //! Cost accounting: multiply-accumulates and parameters.
 //!
-//! Convention (vt_configs.md §1, the one that reproduces the paper's tables): MACs of every
+//! Convention (docs/decisions.md, "Counting convention"; the one that reproduces the paper's tables): MACs of every
 //! convolution, linear layer and matmul; elementwise ops, biases, softmax, BatchNorm, ReLU,
 //! pooling and resizes are free. Parameters are conv/linear weights and biases; BatchNorm
 //! parameters are not counted.

@@ -174,9 +174,8 @@ impl VarStore {
 
     /// Variables read from a safetensors file.
     pub fn from_safetensors(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
-            candle_core::Error::Msg(format!("cannot read weights {}: {e}", path.display()))
-        })?;
+        let tensors = candle_core::safetensors::load(path, &Device::Cpu)
+            .map_err(|e| e.context(format!("cannot read weights {}", path.display())))?;
         Ok(Self::from_tensors(
             tensors,
             &path.display().to_string(),
@@ -226,10 +225,10 @@ impl VarStore {
         tmp.push(".tmp");
         let tmp = std::path::PathBuf::from(tmp);
         candle_core::safetensors::save(&tensors, &tmp)
-            .map_err(|e| candle_core::Error::Msg(format!("cannot write {}: {e}", tmp.display())))?;
+            .map_err(|e| e.context(format!("cannot write {}", tmp.display())))?;
         std::fs::rename(&tmp, path).map_err(|e| {
-            candle_core::Error::Msg(format!(
-                "cannot move {} to {}: {e}",
+            candle_core::Error::from(e).context(format!(
+                "cannot move {} to {}",
                 tmp.display(),
                 path.display()
             ))

@@ -36,8 +36,30 @@ pub struct Loaded {
     pub dir: PathBuf,
 }
 
-fn io_err(what: &str, p: &Path, e: impl std::fmt::Display) -> candle_core::Error {
-    candle_core::Error::Msg(format!("cannot {what} {}: {e}", p.display()))
+/// `e` (an I/O, safetensors or JSON error, kept as the cause) with the action and the file.
+fn io_err(what: &str, p: &Path, e: impl Into<CauseError>) -> candle_core::Error {
+    e.into().0.context(format!("cannot {what} {}", p.display()))
+}
+
+/// The causes a checkpoint operation can have, as candle errors.
+struct CauseError(candle_core::Error);
+
+impl From<std::io::Error> for CauseError {
+    fn from(e: std::io::Error) -> Self {
+        Self(e.into())
+    }
+}
+
+impl From<candle_core::Error> for CauseError {
+    fn from(e: candle_core::Error) -> Self {
+        Self(e)
+    }
+}
+
+impl From<serde_json::Error> for CauseError {
+    fn from(e: serde_json::Error) -> Self {
+        Self(candle_core::Error::wrap(e))
+    }
 }
 
 fn checkpoints(run_dir: &Path) -> PathBuf {
@@ -61,14 +83,18 @@ pub fn save(
         std::fs::remove_dir_all(&tmp).map_err(|e| io_err("remove", &tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| io_err("create", &tmp, e))?;
-    candle_core::safetensors::save(model, tmp.join("model.safetensors"))?;
-    candle_core::safetensors::save(optimizer, tmp.join("optimizer.safetensors"))?;
+    let write = |tensors: &HashMap<String, Tensor>, file: &str| {
+        let p = tmp.join(file);
+        candle_core::safetensors::save(tensors, &p).map_err(|e| io_err("write", &p, e))
+    };
+    write(model, "model.safetensors")?;
+    write(optimizer, "optimizer.safetensors")?;
     if let Some(ema) = ema {
-        candle_core::safetensors::save(ema, tmp.join("ema.safetensors"))?;
+        write(ema, "ema.safetensors")?;
     }
-    let json =
-        serde_json::to_string_pretty(state).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-    std::fs::write(tmp.join("state.json"), json).map_err(|e| io_err("write", &tmp, e))?;
+    let state_path = tmp.join("state.json");
+    let json = serde_json::to_string_pretty(state).map_err(|e| io_err("encode", &state_path, e))?;
+    std::fs::write(&state_path, json).map_err(|e| io_err("write", &state_path, e))?;
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(|e| io_err("remove", &final_dir, e))?;
     }
