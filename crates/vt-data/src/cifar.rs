@@ -4,7 +4,7 @@
 //! record is `coarse label, fine label, 3072 bytes` (the fine label is used). The files may sit
 //! in `dir` or in the archive's own sub-folder (`cifar-10-batches-bin/`, `cifar-100-binary/`).
 
-use crate::dataset::{ClassificationData, InMemory};
+use crate::dataset::{ChannelStats, ClassificationData, InMemory};
 use crate::error::{DataError, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -163,6 +163,7 @@ pub fn open(dir: &Path) -> Result<ClassificationData> {
         })
         .filter(|v| v.len() == variant.num_classes())
         .unwrap_or_else(|| (0..variant.num_classes()).map(|i| i.to_string()).collect());
+    let stats = Some(ChannelStats::of_pixels(&train.pixels, 3));
     Ok(ClassificationData {
         train: Arc::new(train),
         test: Arc::new(test),
@@ -171,5 +172,6 @@ pub fn open(dir: &Path) -> Result<ClassificationData> {
         image_size: (32, 32),
         source: format!("{variant:?} binary batches in {}", root.display()),
         class_names,
+        stats,
     })
 }

@@ -3,6 +3,7 @@
 
 use crate::error::{DataError, Result};
 use crate::image::{Image, LabelMap};
+use crate::transforms::Normalize;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -17,6 +18,76 @@ pub trait Dataset: Send + Sync {
     /// Where sample `index` comes from (a file, or a file and record), for error reports.
     fn describe(&self, index: usize) -> String {
         format!("sample {index}")
+    }
+    /// The class label of sample `index` without decoding its image, where the format keeps
+    /// labels apart from pixels (`None`: read it through `get`).
+    fn class_label(&self, index: usize) -> Option<Result<usize>> {
+        let _ = index;
+        None
+    }
+}
+
+/// Per-channel mean and standard deviation of a data set's pixels scaled to `[0, 1]`: what
+/// `Normalize` takes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelStats {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl ChannelStats {
+    /// The ImageNet constants torchvision uses, the known statistics of natural RGB photos.
+    pub fn imagenet() -> Self {
+        Self {
+            mean: Normalize::IMAGENET_MEAN.to_vec(),
+            std: Normalize::IMAGENET_STD.to_vec(),
+        }
+    }
+
+    /// Of interleaved (HWC) 8-bit pixels with `channels` channels, exactly (a histogram per
+    /// channel, so 60,000 digits take milliseconds).
+    pub fn of_pixels(pixels: &[u8], channels: usize) -> Self {
+        let mut hist = vec![[0u64; 256]; channels.max(1)];
+        for px in pixels.chunks_exact(channels.max(1)) {
+            for (h, &v) in hist.iter_mut().zip(px) {
+                h[v as usize] += 1;
+            }
+        }
+        Self::of_histograms(&hist)
+    }
+
+    /// Of a sample of images (all with the same channel count).
+    pub fn of_images<'a>(images: impl IntoIterator<Item = &'a Image>) -> Self {
+        let mut hist: Vec<[u64; 256]> = Vec::new();
+        for img in images {
+            hist.resize(img.channels, [0; 256]);
+            for px in img.data.chunks_exact(img.channels) {
+                for (h, &v) in hist.iter_mut().zip(px) {
+                    h[v as usize] += 1;
+                }
+            }
+        }
+        Self::of_histograms(&hist)
+    }
+
+    fn of_histograms(hist: &[[u64; 256]]) -> Self {
+        let (mut mean, mut std) = (vec![], vec![]);
+        for h in hist {
+            let n = h.iter().sum::<u64>().max(1) as f64;
+            let m = (0..256).map(|v| h[v] as f64 * v as f64).sum::<f64>() / n / 255.0;
+            let var = (0..256)
+                .map(|v| h[v] as f64 * (v as f64 / 255.0 - m).powi(2))
+                .sum::<f64>()
+                / n;
+            mean.push(m as f32);
+            // A constant channel would divide by zero: floor at one grey level.
+            std.push(var.sqrt().max(1.0 / 255.0) as f32);
+        }
+        Self { mean, std }
+    }
+
+    pub fn normalize(&self) -> Result<Normalize> {
+        Normalize::new(self.mean.clone(), self.std.clone())
     }
 }
 
@@ -50,6 +121,9 @@ pub struct ClassificationData {
     pub source: String,
     /// Class names in label order (folder names, or the data set's own names).
     pub class_names: Vec<String>,
+    /// Pixel statistics of the training split, or the known constants of its kind of images
+    /// (`None`: unknown; estimate them from samples).
+    pub stats: Option<ChannelStats>,
 }
 
 /// The train and test splits of a segmentation data set.
@@ -67,6 +141,8 @@ pub struct SegmentationData {
     /// Class names in label order; empty where the layout names none (COCO-stuff, generic
     /// folders without `classes.txt`).
     pub class_names: Vec<String>,
+    /// As [`ClassificationData::stats`].
+    pub stats: Option<ChannelStats>,
 }
 
 /// The on-disk formats vt-data reads.
@@ -246,6 +322,18 @@ impl Dataset for InMemory {
     }
     fn describe(&self, index: usize) -> String {
         format!("{} record {index}", self.source)
+    }
+    fn class_label(&self, index: usize) -> Option<Result<usize>> {
+        Some(
+            self.labels
+                .get(index)
+                .copied()
+                .ok_or_else(|| DataError::Index {
+                    index,
+                    len: self.labels.len(),
+                    source_name: self.source.clone(),
+                }),
+        )
     }
 }
 

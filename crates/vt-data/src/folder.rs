@@ -2,7 +2,7 @@
 //! `test/`). Classes are the sub-folder names sorted by code point and files are walked in
 //! sorted order, as torchvision's `ImageFolder` does; only JPEG and PNG files are read.
 
-use crate::dataset::{ClassSample, ClassificationData, Dataset};
+use crate::dataset::{ChannelStats, ClassSample, ClassificationData, Dataset};
 use crate::error::{DataError, Result};
 use crate::image::Image;
 use std::path::{Path, PathBuf};
@@ -133,6 +133,18 @@ impl Dataset for ImageFolder {
             .map(|(p, _)| p.display().to_string())
             .unwrap_or_else(|| format!("sample {index}"))
     }
+    fn class_label(&self, index: usize) -> Option<Result<usize>> {
+        Some(
+            self.samples
+                .get(index)
+                .map(|s| s.1)
+                .ok_or_else(|| DataError::Index {
+                    index,
+                    len: self.samples.len(),
+                    source_name: self.root.display().to_string(),
+                }),
+        )
+    }
 }
 
 /// Opens `dir/train` and `dir/val` (or `dir/test`) as an image-folder data set.
@@ -159,6 +171,8 @@ pub fn open(dir: &Path) -> Result<ClassificationData> {
         None => Image::open_rgb(&train.samples[0].0)?,
     };
     Ok(ClassificationData {
+        // Photos in the ImageNet layout: ImageNet's constants, as torchvision's recipes use.
+        stats: Some(ChannelStats::imagenet()),
         num_classes: train.classes.len(),
         class_names: train.classes.clone(),
         channels: 3,

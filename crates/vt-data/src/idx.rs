@@ -1,7 +1,7 @@
 //! IDX files (MNIST, Fashion-MNIST), gzip-compressed or raw, and the Fashion-MNIST entry point
 //! with its three sources: a given directory, the Debian package, the embedded subset.
 
-use crate::dataset::{ClassificationData, InMemory};
+use crate::dataset::{ChannelStats, ClassificationData, InMemory};
 use crate::error::{DataError, Result};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -232,6 +232,7 @@ fn assemble(train: InMemory, test: InMemory, source: String) -> Result<Classific
         });
     }
     let (h, w, c) = train.shape;
+    let stats = Some(ChannelStats::of_pixels(&train.pixels, c));
     Ok(ClassificationData {
         train: Arc::new(train),
         test: Arc::new(test),
@@ -240,6 +241,7 @@ fn assemble(train: InMemory, test: InMemory, source: String) -> Result<Classific
         image_size: (h, w),
         source,
         class_names: (0..IDX_NUM_CLASSES).map(|i| i.to_string()).collect(),
+        stats,
     })
 }
 

@@ -44,8 +44,8 @@ pub mod transforms;
 pub mod voc;
 
 pub use dataset::{
-    detect_format, open_classification, open_segmentation, ClassSample, ClassificationData,
-    Dataset, Format, SegSample, SegmentationData,
+    detect_format, open_classification, open_segmentation, ChannelStats, ClassSample,
+    ClassificationData, Dataset, Format, SegSample, SegmentationData,
 };
 pub use error::DataError;
 pub use idx::{embedded_fashion_mnist, fashion_mnist};

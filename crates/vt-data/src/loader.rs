@@ -99,6 +99,11 @@ impl<S: 'static> Loader<S> {
         &self.config
     }
 
+    /// Where sample `index` comes from (its file, for messages).
+    pub fn describe(&self, index: usize) -> String {
+        self.dataset.describe(index)
+    }
+
     /// Batches per epoch.
     pub fn num_batches(&self) -> usize {
         let (n, b) = (self.dataset.len(), self.config.batch_size);
@@ -120,16 +125,26 @@ impl<S: 'static> Loader<S> {
 
     /// The batches of `epoch`, in order. Dropping the iterator stops its workers.
     pub fn epoch(&self, epoch: u64) -> Epoch {
+        self.epoch_from(epoch, 0)
+    }
+
+    /// The batches of `epoch` from batch `first` on (a resumed epoch): the batches before it
+    /// are never read, decoded or augmented, and those after it are exactly the ones
+    /// [`Loader::epoch`] yields (each sample's augmentation depends on its epoch and index
+    /// only).
+    pub fn epoch_from(&self, epoch: u64, first: usize) -> Epoch {
         let order = self.order(epoch);
         let plan: Vec<Vec<usize>> = order
             .chunks(self.config.batch_size)
             .take(self.num_batches())
+            .skip(first)
             .map(<[usize]>::to_vec)
             .collect();
         let job = Arc::new(Job {
             dataset: self.dataset.clone(),
             prepare: self.prepare.clone(),
             plan,
+            first,
             epoch,
             seed: self.config.seed,
             skip_bad: self.config.skip_bad,
@@ -146,6 +161,8 @@ struct Job<S> {
     dataset: Arc<dyn Dataset<Sample = S>>,
     prepare: Arc<dyn Prepare<S>>,
     plan: Vec<Vec<usize>>,
+    /// The epoch's batch number of `plan[0]` (for messages).
+    first: usize,
     epoch: u64,
     seed: u64,
     skip_bad: bool,
@@ -182,7 +199,8 @@ impl<S> Job<S> {
         if ok.is_empty() {
             return Ok((None, bad));
         }
-        Ok((Some(collate(b, ok, &self.device, &*self.dataset)?), bad))
+        let batch = collate(self.first + b, ok, &self.device, &*self.dataset)?;
+        Ok((Some(batch), bad))
     }
 }
 

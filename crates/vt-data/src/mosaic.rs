@@ -217,6 +217,7 @@ pub fn fashion_mnist_mosaics(
         class_names,
         ignore_index: crate::seg::IGNORE_INDEX,
         source: format!("Fashion-MNIST mosaics of {}", fm.source),
+        stats: None, // mostly background: estimated from samples by the run
         train: Arc::new(tr),
         test: Arc::new(te),
     })

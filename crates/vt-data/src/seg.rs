@@ -11,7 +11,7 @@
 //!
 //! In every layout 255 is the ignore index; any other label `>= num_classes` is an error.
 
-use crate::dataset::{Dataset, Empty, SegSample, SegSet, SegmentationData};
+use crate::dataset::{ChannelStats, Dataset, Empty, SegSample, SegSet, SegmentationData};
 use crate::error::{DataError, Result};
 use crate::folder::walk_images;
 use crate::image::{Image, LabelMap};
@@ -177,6 +177,8 @@ pub(crate) fn data(
         ignore_index: IGNORE_INDEX,
         source,
         class_names,
+        // Photos (LIP, COCO-stuff, generic folders): ImageNet's constants, as detectron2 uses.
+        stats: Some(ChannelStats::imagenet()),
         train: Arc::new(train),
         test,
     }

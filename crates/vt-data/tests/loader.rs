@@ -163,3 +163,48 @@ fn segmentation_batches_and_shape_errors() {
         "{err}"
     );
 }
+
+/// Counts the samples decoded.
+struct Counting {
+    inner: Arc<dyn Dataset<Sample = ClassSample>>,
+    gets: std::sync::atomic::AtomicUsize,
+}
+
+impl Dataset for Counting {
+    type Sample = ClassSample;
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn get(&self, index: usize) -> vt_data::error::Result<ClassSample> {
+        self.gets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.get(index)
+    }
+}
+
+#[test]
+fn a_resumed_epoch_reads_only_its_unfinished_batches() {
+    let counting = Arc::new(Counting {
+        inner: toy(40),
+        gets: Default::default(),
+    });
+    let cfg = LoaderConfig {
+        workers: 2,
+        seed: 9,
+        ..LoaderConfig::new(8)
+    };
+    let loader = Loader::new(counting.clone(), augment(), cfg, &Device::Cpu).unwrap();
+    let whole: Vec<Batch> = loader.epoch(3).map(Result::unwrap).collect();
+    let before = counting.gets.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(before, 40);
+    let resumed: Vec<Batch> = loader.epoch_from(3, 3).map(Result::unwrap).collect();
+    let read = counting.gets.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert_eq!(read, 16, "batches 0..3 of 5 must not be decoded");
+    assert_eq!(resumed.len(), 2);
+    for (a, b) in whole[3..].iter().zip(&resumed) {
+        assert_eq!(a.indices, b.indices);
+        assert_eq!(
+            a.images.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            b.images.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+    }
+}

@@ -118,6 +118,19 @@ pub struct DataSection {
     /// The mosaics of a segmentation run without `path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mosaic: Option<MosaicSection>,
+    /// Per-channel statistics the pipelines normalise with. Absent in a new config: taken from
+    /// the data set (its training pixels, or the known constants of its kind of images) and
+    /// saved in the run's resolved config, so evaluation and inference use the same ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<NormalizeSection>,
+}
+
+/// `mean` and `std` per channel, of pixel values in `[0, 1]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NormalizeSection {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -169,6 +182,7 @@ impl RunConfig {
                 test_limit: None,
                 workers: 2,
                 mosaic: None,
+                normalize: None,
             },
             train: TrainConfig {
                 epochs,

@@ -1,7 +1,7 @@
 //! A run's data: opening the data set, class-balanced subsets, the recipe's pipelines, and the
 //! vt-data loader as a vt-train [`BatchSource`].
 
-use crate::config::{Augment, DataSection, RunConfig};
+use crate::config::{Augment, DataSection, NormalizeSection, RunConfig};
 use crate::error::{invalid, Result};
 use candle_core::{Device, Tensor};
 use std::sync::Arc;
@@ -9,8 +9,9 @@ use vt_backbones::Task;
 use vt_data::dataset::{ClassSet, SegSet};
 use vt_data::transforms::{Pipeline, Prepare};
 use vt_data::{
-    AutoAugment, CenterCrop, Compose, Dataset, Loader, LoaderConfig, MosaicConfig, Normalize,
-    RandomCrop, RandomHorizontalFlip, RandomResizedCrop, Resize, SegPipeline, SegmentationData,
+    AutoAugment, CenterCrop, ChannelStats, Compose, Dataset, Loader, LoaderConfig, MosaicConfig,
+    Normalize, RandomCrop, RandomHorizontalFlip, RandomResizedCrop, Resize, SegPipeline,
+    SegmentationData,
 };
 use vt_ops::Rng;
 use vt_train::BatchSource;
@@ -32,6 +33,9 @@ impl<S> Dataset for Subset<S> {
     fn describe(&self, i: usize) -> String {
         self.inner.describe(self.indices[i])
     }
+    fn class_label(&self, i: usize) -> Option<vt_data::error::Result<usize>> {
+        self.inner.class_label(self.indices[i])
+    }
 }
 
 /// At most `n` samples of `set` (all of it when `n` is `None` or not smaller), at most
@@ -51,7 +55,18 @@ pub fn class_balanced_subset(
     let mut taken = vec![0usize; classes.max(1)];
     let mut indices = Vec::with_capacity(n);
     for i in order {
-        let label = set.get(i)?.label;
+        // The label alone where the format stores it apart (IDX, CIFAR, folders): a subset of
+        // a large folder decodes no image to pick its samples.
+        let label = match set.class_label(i) {
+            Some(label) => label?,
+            None => set.get(i)?.label,
+        };
+        if label >= taken.len() {
+            invalid!(
+                "{}: label {label} is outside the data set's {classes} classes",
+                set.describe(i)
+            )
+        }
         if taken[label] < per_class && indices.len() < n {
             taken[label] += 1;
             indices.push(i);
@@ -65,21 +80,58 @@ pub fn class_balanced_subset(
 }
 
 /// Drives a vt-data loader (classification or segmentation samples) as a vt-train batch
-/// source of `(images, labels)`.
-pub struct LoaderSource<S>(pub Loader<S>);
+/// source of `(images, labels)`, checking every label against the model's classes (a label
+/// map's `ignore_index` pixels aside): a label the model cannot output is an error naming the
+/// sample, not an index error deep inside the loss or a metric.
+pub struct LoaderSource<S> {
+    loader: Loader<S>,
+    num_classes: usize,
+}
+
+impl<S: 'static> LoaderSource<S> {
+    pub fn new(loader: Loader<S>, num_classes: usize) -> Self {
+        Self {
+            loader,
+            num_classes,
+        }
+    }
+
+    fn check_labels(&self, b: &vt_data::Batch) -> candle_core::Result<()> {
+        let labels = b.labels.flatten_all()?.to_vec1::<u32>()?;
+        let per_sample = labels.len() / b.indices.len().max(1);
+        let ignore = u32::from(vt_data::seg::IGNORE_INDEX);
+        let bad = labels
+            .iter()
+            .position(|&l| l as usize >= self.num_classes && !(per_sample > 1 && l == ignore));
+        if let Some(at) = bad {
+            let sample = b.indices[at / per_sample.max(1)];
+            candle_core::bail!(
+                "{}: label {} is outside the model's {} classes (0..{})",
+                self.loader.describe(sample),
+                labels[at],
+                self.num_classes,
+                self.num_classes
+            );
+        }
+        Ok(())
+    }
+}
 
 impl<S: 'static> BatchSource for LoaderSource<S> {
     fn batches_per_epoch(&self) -> usize {
-        self.0.num_batches()
+        self.loader.num_batches()
     }
     fn epoch(
         &self,
         epoch: usize,
         skip: usize,
     ) -> Box<dyn Iterator<Item = candle_core::Result<(Tensor, Tensor)>> + '_> {
-        Box::new(self.0.epoch(epoch as u64).skip(skip).map(|b| {
-            b.map(|b| (b.images, b.labels))
-                .map_err(candle_core::Error::wrap)
+        // A resumed epoch starts at its first unfinished batch: the finished ones are never
+        // decoded or augmented.
+        Box::new(self.loader.epoch_from(epoch as u64, skip).map(|b| {
+            let b = b.map_err(candle_core::Error::wrap)?;
+            self.check_labels(&b)?;
+            Ok((b.images, b.labels))
         }))
     }
 }
@@ -91,7 +143,7 @@ pub fn classification_pipelines(
     channels: usize,
 ) -> Result<(Pipeline, Pipeline)> {
     let s = data.image_size;
-    let normalize = normalization(channels)?;
+    let normalize = normalization(data, channels)?;
     let train = match data.augment {
         Augment::None => Compose::new(),
         Augment::ScaleCropFlip => {
@@ -189,12 +241,54 @@ pub fn open_segmentation_data(data: &DataSection, seed: u64) -> Result<Segmentat
     }
 }
 
-/// Normalisation by channel count: Fashion-MNIST's statistics for one, ImageNet's for three.
-fn normalization(channels: usize) -> Result<Normalize> {
-    Ok(match channels {
-        1 => Normalize::new(vec![0.2860], vec![0.3530])?,
-        _ => Normalize::imagenet(),
-    })
+/// The normalisation of a run: its config's statistics ([`resolve_normalization`] fills them
+/// for a new run). A config saved before they were recorded normalises as those runs did:
+/// Fashion-MNIST's statistics for one channel, ImageNet's for three.
+fn normalization(data: &DataSection, channels: usize) -> Result<Normalize> {
+    match &data.normalize {
+        Some(n) if n.mean.len() != channels => invalid!(
+            "data.normalize has {} channel means, the data has {channels} channels",
+            n.mean.len()
+        ),
+        Some(n) => Ok(Normalize::new(n.mean.clone(), n.std.clone())?),
+        None if channels == 1 => Ok(Normalize::new(vec![0.2860], vec![0.3530])?),
+        None => Ok(Normalize::imagenet()),
+    }
+}
+
+/// Samples whose pixels estimate the statistics of a data set that knows none.
+const STATS_SAMPLES: usize = 256;
+
+/// Fills `data.normalize` of a new run: the data set's statistics, else an estimate from up
+/// to [`STATS_SAMPLES`] training images drawn with `seed`.
+fn resolve_normalization<S>(
+    data: &mut DataSection,
+    known: Option<ChannelStats>,
+    train: &Arc<dyn Dataset<Sample = S>>,
+    image: impl Fn(S) -> vt_data::Image,
+    seed: u64,
+) -> Result<()> {
+    if data.normalize.is_some() {
+        return Ok(());
+    }
+    let stats = match known {
+        Some(s) => s,
+        None => {
+            let mut order: Vec<usize> = (0..train.len()).collect();
+            Rng::derive(seed, &[0x57a7]).shuffle(&mut order);
+            let images = order
+                .into_iter()
+                .take(STATS_SAMPLES)
+                .map(|i| train.get(i).map(&image))
+                .collect::<vt_data::error::Result<Vec<_>>>()?;
+            ChannelStats::of_images(&images)
+        }
+    };
+    data.normalize = Some(NormalizeSection {
+        mean: stats.mean,
+        std: stats.std,
+    });
+    Ok(())
 }
 
 /// The train and test pipelines of a segmentation recipe: `ScaleCropFlip` (or the eval
@@ -204,7 +298,7 @@ pub fn segmentation_pipelines(
     channels: usize,
 ) -> Result<(SegPipeline, SegPipeline)> {
     let s = data.image_size;
-    let normalize = normalization(channels)?;
+    let normalize = normalization(data, channels)?;
     let divisor = vt_backbones::SIZE_DIVISIBILITY;
     if s % divisor != 0 {
         invalid!("data.image_size {s}: a segmentation crop must be a multiple of {divisor}")
@@ -241,6 +335,13 @@ fn prepare_segmentation(mut cfg: RunConfig, device: &Device) -> Result<Prepared>
     let channels = data.train.get(0)?.image.channels;
     cfg.model.num_classes.get_or_insert(data.num_classes);
     cfg.model.in_channels.get_or_insert(channels);
+    resolve_normalization(
+        &mut cfg.data,
+        data.stats,
+        &data.train,
+        |s| s.image,
+        cfg.train.seed,
+    )?;
     let (train_p, test_p) = segmentation_pipelines(&cfg.data, channels)?;
     loaders(
         cfg,
@@ -265,13 +366,14 @@ fn loaders<S: Send + 'static>(
 ) -> Result<Prepared> {
     let (train_cfg, test_cfg) = loader_configs(&cfg);
     let test_samples = test_set.len();
+    let classes = cfg.model.num_classes.unwrap_or(usize::MAX);
     let train = Loader::new(train_set, train_pipeline, train_cfg, device)?;
     let test = Loader::new(test_set, test_pipeline, test_cfg, device)?;
     Ok(Prepared {
         train_samples: train.num_batches() * cfg.train.batch_size,
         cfg,
-        train: Box::new(LoaderSource(train)),
-        test: Box::new(LoaderSource(test)),
+        train: Box::new(LoaderSource::new(train, classes)),
+        test: Box::new(LoaderSource::new(test, classes)),
         test_samples,
         source,
     })
@@ -300,6 +402,7 @@ fn prepare_classification(mut cfg: RunConfig, device: &Device) -> Result<Prepare
     if train_set.is_empty() || test_set.is_empty() {
         invalid!("{}: the train or test split is empty", data.source);
     }
+    resolve_normalization(&mut cfg.data, data.stats, &data.train, |s| s.image, seed)?;
     let (train_p, test_p) = classification_pipelines(&cfg.data, data.channels)?;
     loaders(
         cfg,
@@ -334,5 +437,40 @@ mod tests {
         let whole = class_balanced_subset(fm.train.clone(), None, 10, 3)?;
         assert_eq!(whole.len(), fm.train.len());
         Ok(())
+    }
+
+    /// A set whose images cannot be decoded but whose labels are known.
+    struct LabelsOnly(Vec<usize>);
+
+    impl Dataset for LabelsOnly {
+        type Sample = vt_data::ClassSample;
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn get(&self, i: usize) -> vt_data::error::Result<vt_data::ClassSample> {
+            panic!("sample {i} decoded while picking a subset")
+        }
+        fn class_label(&self, i: usize) -> Option<vt_data::error::Result<usize>> {
+            Some(Ok(self.0[i]))
+        }
+    }
+
+    #[test]
+    fn subsets_read_labels_without_decoding_and_reject_foreign_labels() {
+        let set: ClassSet = Arc::new(LabelsOnly((0..1000).map(|i| i % 4).collect()));
+        let sub = class_balanced_subset(set, Some(40), 4, 1).unwrap();
+        assert_eq!(sub.len(), 40);
+        let per_class = (0..40).fold([0; 4], |mut n, i| {
+            n[sub.class_label(i).unwrap().unwrap()] += 1;
+            n
+        });
+        assert_eq!(per_class, [10; 4]);
+        let set: ClassSet = Arc::new(LabelsOnly(vec![0, 1, 7, 2]));
+        let err = class_balanced_subset(set, Some(2), 4, 1).err().unwrap();
+        assert!(
+            err.to_string()
+                .contains("sample 2: label 7 is outside the data set's 4 classes"),
+            "{err}"
+        );
     }
 }

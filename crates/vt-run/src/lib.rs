@@ -32,7 +32,9 @@ pub mod predict;
 pub mod results;
 mod train;
 
-pub use config::{saved_config, Augment, DataSection, ModelSection, MosaicSection, RunConfig};
+pub use config::{
+    saved_config, Augment, DataSection, ModelSection, MosaicSection, NormalizeSection, RunConfig,
+};
 pub use data::{
     class_balanced_subset, open_segmentation_data, prepare, segmentation_pipelines, LoaderSource,
     Prepared,
