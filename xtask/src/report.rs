@@ -185,7 +185,13 @@ fn verdicts(results: &[Row]) -> Vec<String> {
 
 /// Writes `results.csv`, the classification plots and `report.md` (with `segmentation`, the
 /// segmentation section in markdown, after the ablations).
-pub fn write(out: &Path, results: &[Row], segmentation: &str, level: &str) -> Result<PathBuf> {
+pub fn write(
+    out: &Path,
+    results: &[Row],
+    segmentation: &str,
+    level: &str,
+    recipe_notes: &[String],
+) -> Result<PathBuf> {
     // results.csv
     if results.is_empty() {
         return write_md(
@@ -283,6 +289,9 @@ pub fn write(out: &Path, results: &[Row], segmentation: &str, level: &str) -> Re
     if let Some(r) = results.first() {
         let m = r.metrics();
         writeln!(md, "Data: {} — {} training samples seen per epoch, {} test samples; {} epochs per run. One recipe, one seed, for every run.\n", m.data_source, m.train_samples, m.test_samples, m.epochs)?;
+        for note in recipe_notes {
+            writeln!(md, "{note}\n")?;
+        }
         writeln!(md, "MACs and parameters are ours at the input size trained on; the paper's are at 224 px ImageNet (1000 classes). Top-1 of the paper is ImageNet; ours is the data above, so compare directions, not values.\n")?;
     }
     if !cls.is_empty() {

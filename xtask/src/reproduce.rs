@@ -5,7 +5,7 @@
 use crate::report::{self, Row};
 use crate::run::{self, Augment, RunConfig, RunOptions};
 use crate::seg_report::SegRow;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::ValueEnum;
 use std::path::{Path, PathBuf};
 use vt_backbones::{preset, Stem};
@@ -175,6 +175,29 @@ pub fn cpu_recipe(preset_name: &str) -> Result<RunConfig> {
     })
 }
 
+/// What the report must say of the recipes as planned: the advanced recipe is written for
+/// batch 2048, and a run at another batch has its learning rates scaled.
+pub fn recipe_notes(runs: &[Planned]) -> Vec<String> {
+    let reference = vt_train::config::PAPER_ADVANCED_BATCH;
+    let mut notes: Vec<String> = runs
+        .iter()
+        .filter(|r| r.name.ends_with("_advanced") && r.cfg.train.batch_size != reference)
+        .map(|r| {
+            let s = &r.cfg.train.schedule;
+            format!(
+                "The advanced recipe (Table 8) is written for batch {reference} (LR {} after warmup, from {}); these runs use batch {}, so by the linear scaling rule its LR is {:.4} after warmup, from {:.5}.",
+                LrSchedule::paper_advanced().lr,
+                LrSchedule::paper_advanced().warmup_start_lr,
+                r.cfg.train.batch_size,
+                s.lr,
+                s.warmup_start_lr
+            )
+        })
+        .collect();
+    notes.dedup();
+    notes
+}
+
 pub fn plan(
     suite: Suite,
     level: Level,
@@ -205,11 +228,14 @@ pub fn plan(
             if level == Level::Paper {
                 // Table 8: the advanced recipe (RMSProp, warmup + exponential decay, label
                 // smoothing, EMA, dropout 0.2, stochastic depth)
+                // at this batch, with its LR scaled by the linear rule (recipe_notes says so)
+                let batch = cfg.train.batch_size;
                 cfg.train = vt_train::TrainConfig {
-                    batch_size: cfg.train.batch_size,
+                    batch_size: batch,
                     ..vt_train::TrainConfig::paper_advanced()
                 };
-                cfg.train.schedule = LrSchedule::paper_advanced();
+                cfg.train.schedule = LrSchedule::paper_advanced()
+                    .scaled_for_batch(vt_train::config::PAPER_ADVANCED_BATCH, batch);
                 cfg.model.dropout = 0.2;
                 cfg.model.drop_path = 0.1;
                 cfg.data.augment = Augment::AutoAugment;
@@ -286,17 +312,7 @@ pub fn run(args: Args) -> Result<()> {
             .iter()
             .find(|t| t.name == r.name && t.cfg == r.cfg);
         if let (Some(t), false) = (twin, dir.join("metrics.json").exists()) {
-            let from = out.join(t.suite).join(&t.name);
-            std::fs::create_dir_all(&dir)?;
-            for f in ["config.toml", "log.jsonl", "metrics.json"] {
-                std::fs::copy(from.join(f), dir.join(f)).with_context(|| {
-                    format!(
-                        "cannot copy {} to {}",
-                        from.join(f).display(),
-                        dir.display()
-                    )
-                })?;
-            }
+            run::copy_run(&out.join(t.suite).join(&t.name), &dir)?;
             eprintln!("{}: same run as {}/{}, reused", r.name, t.suite, t.name);
         }
         let result = execute(r, &dir, &device)?;
@@ -307,7 +323,44 @@ pub fn run(args: Args) -> Result<()> {
     }
     let seg_section = crate::seg_report::section(&out, &seg_results, &device)?;
     let level = format!("{:?}", args.preset).to_lowercase();
-    let report = report::write(&out, &results, &seg_section, &level)?;
+    let notes = recipe_notes(&runs);
+    let report = report::write(&out, &results, &seg_section, &level, &notes)?;
     println!("report: {}", report.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_advanced_recipe_scales_its_lr_to_the_batch_and_the_report_says_so() {
+        let runs = plan(
+            Suite::Classification,
+            Level::Paper,
+            Some(PathBuf::from("/imagenet")),
+            None,
+        )
+        .unwrap();
+        let advanced: Vec<&Planned> = runs
+            .iter()
+            .filter(|r| r.name.ends_with("_advanced"))
+            .collect();
+        assert_eq!(advanced.len(), CLASSIFICATION.len());
+        for r in &advanced {
+            assert_eq!(r.cfg.train.batch_size, 256);
+            assert!((r.cfg.train.schedule.lr - 0.16 * 256.0 / 2048.0).abs() < 1e-12);
+        }
+        let notes = recipe_notes(&runs);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].contains("batch 2048")
+                && notes[0].contains("linear scaling rule")
+                && notes[0].contains("0.0200"),
+            "{}",
+            notes[0]
+        );
+        let cpu = plan(Suite::Classification, Level::Cpu, None, None).unwrap();
+        assert!(recipe_notes(&cpu).is_empty());
+    }
 }

@@ -30,6 +30,10 @@ fn smoke_reproduction_writes_a_complete_report() {
     assert!(String::from_utf8_lossy(&first.stderr)
         .contains("vt_resnet18: same run as classification/vt_resnet18, reused"));
     let dir = out.join("smoke");
+    // the reused run carries the checkpoint too: it evaluates like the one it copies
+    let twin = dir.join("ablation/vt_resnet18");
+    assert!(twin.join("checkpoints/latest").is_file());
+    vt_run::evaluate_run(&twin, None, &candle_core::Device::Cpu).expect("the reused run evaluates");
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
     for model in ["resnet18", "vt_resnet18", "resnet34", "vt_resnet34"] {
         assert!(

@@ -5,7 +5,7 @@
 //! derived from `(seed, labels...)`, never from call order, so a mask depends only on the seed,
 //! the training step and the layer that asks for it.
 
-use candle_core::{Device, Result, Shape, Tensor};
+use candle_core::{DType, Device, Result, Shape, Tensor};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -103,6 +103,13 @@ impl Rng {
             .collect()
     }
 
+    /// A standard-normal f32 tensor drawn from this stream (seeded inputs for tests and
+    /// benches, where candle's `randn` would draw from an unseeded global generator).
+    pub fn normal_tensor<S: Into<Shape>>(&mut self, shape: S, device: &Device) -> Result<Tensor> {
+        let shape = shape.into();
+        Tensor::from_vec(self.normal_vec(shape.elem_count(), 0.0, 1.0), shape, device)
+    }
+
     pub fn normal_vec(&mut self, n: usize, mean: f64, std: f64) -> Vec<f32> {
         (0..n)
             .map(|_| (mean + std * self.normal()) as f32)
@@ -155,6 +162,7 @@ impl NoiseSource {
         layer_id: u64,
         shape: S,
         keep: f64,
+        dtype: DType,
         device: &Device,
     ) -> Result<Tensor> {
         let shape = shape.into();
@@ -163,7 +171,8 @@ impl NoiseSource {
         let v: Vec<f32> = (0..shape.elem_count())
             .map(|_| if rng.uniform() < keep { scale } else { 0.0 })
             .collect();
-        Tensor::from_vec(v, shape, device)
+        // Drawn in f32 (the stream is the same for every dtype), stored in the model's dtype.
+        Tensor::from_vec(v, shape, device)?.to_dtype(dtype)
     }
 }
 
@@ -202,12 +211,18 @@ mod tests {
     fn masks_depend_on_step_and_layer_only() -> Result<()> {
         let noise = NoiseSource::new(3);
         let dev = Device::Cpu;
-        let a = noise.keep_mask(1, (64,), 0.5, &dev)?.to_vec1::<f32>()?;
-        let b = noise.keep_mask(1, (64,), 0.5, &dev)?.to_vec1::<f32>()?;
+        let a = noise
+            .keep_mask(1, (64,), 0.5, DType::F32, &dev)?
+            .to_vec1::<f32>()?;
+        let b = noise
+            .keep_mask(1, (64,), 0.5, DType::F32, &dev)?
+            .to_vec1::<f32>()?;
         assert_eq!(a, b);
         assert!(a.iter().all(|&v| v == 0.0 || v == 2.0));
         noise.set_step(1);
-        let c = noise.keep_mask(1, (64,), 0.5, &dev)?.to_vec1::<f32>()?;
+        let c = noise
+            .keep_mask(1, (64,), 0.5, DType::F32, &dev)?
+            .to_vec1::<f32>()?;
         assert_ne!(a, c);
         Ok(())
     }

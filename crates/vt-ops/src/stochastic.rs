@@ -33,7 +33,7 @@ impl ModuleT for Dropout {
         }
         x * self
             .noise
-            .keep_mask(self.id, x.shape(), 1.0 - self.p, x.device())?
+            .keep_mask(self.id, x.shape(), 1.0 - self.p, x.dtype(), x.device())?
     }
 }
 
@@ -67,11 +67,13 @@ impl ModuleT for DropPath {
         }
         let mut shape = vec![1usize; x.rank()];
         shape[0] = x.dim(0)?;
-        x.broadcast_mul(
-            &self
-                .noise
-                .keep_mask(self.id, shape, 1.0 - self.p, x.device())?,
-        )
+        x.broadcast_mul(&self.noise.keep_mask(
+            self.id,
+            shape,
+            1.0 - self.p,
+            x.dtype(),
+            x.device(),
+        )?)
     }
 }
 
@@ -100,6 +102,28 @@ mod tests {
         // every element of a sample shares the sample's mask
         let v = y.to_vec2::<f32>()?;
         assert!(v.iter().all(|r| r.iter().all(|&e| e == r[0])));
+        Ok(())
+    }
+
+    /// Masks follow the input's dtype (a model in f64, f16 or bf16 with dropout), with the
+    /// same draws as in f32.
+    #[test]
+    fn masks_follow_the_model_dtype() -> Result<()> {
+        let dev = Device::Cpu;
+        let noise = NoiseSource::new(5);
+        let drop = Dropout::new(0.5, "head.drop", &noise)?;
+        let path = DropPath::new(0.5, "layer2.1", &noise)?;
+        let x32 = Tensor::ones((16, 8), DType::F32, &dev)?;
+        let want_drop = drop.forward_t(&x32, true)?.to_vec2::<f32>()?;
+        let want_path = path.forward_t(&x32, true)?.to_vec2::<f32>()?;
+        for dtype in [DType::F64, DType::F16, DType::BF16] {
+            let x = x32.to_dtype(dtype)?;
+            let d = drop.forward_t(&x, true)?;
+            let p = path.forward_t(&x, true)?;
+            assert_eq!((d.dtype(), p.dtype()), (dtype, dtype));
+            assert_eq!(d.to_dtype(DType::F32)?.to_vec2::<f32>()?, want_drop);
+            assert_eq!(p.to_dtype(DType::F32)?.to_vec2::<f32>()?, want_path);
+        }
         Ok(())
     }
 }

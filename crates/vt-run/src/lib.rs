@@ -42,6 +42,8 @@ pub use data::{
 pub use error::{Result, RunError};
 pub use model::{checkpoint_weights, load_teacher, Net, SegNet};
 pub use predict::{write_class_map, write_overlay, Prediction, Segmentation};
-pub use results::{evaluate_run, load_result, EvalPoint, Evaluation, RunMetrics, RunResult};
+pub use results::{
+    copy_run, evaluate_run, load_result, EvalPoint, Evaluation, RunMetrics, RunResult,
+};
 pub use train::{train, RunOptions};
 pub use vt_backbones::Task;

@@ -182,6 +182,37 @@ pub fn evaluate_run(dir: &Path, data: Option<&Path>, device: &Device) -> Result<
     })
 }
 
+/// Copies the finished run in `from` to `to` (a run planned twice with the same config):
+/// its config, log, metrics and newest checkpoint, so `to` evaluates, resumes and reports as
+/// if it had been trained there.
+pub fn copy_run(from: &Path, to: &Path) -> Result<()> {
+    let copy = |rel: &Path| -> Result<()> {
+        let (src, dst) = (from.join(rel), to.join(rel));
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| RunError::io("create", parent, e))?;
+        }
+        std::fs::copy(&src, &dst).map_err(|e| RunError::io("copy", &src, e))?;
+        Ok(())
+    };
+    for f in ["config.toml", "log.jsonl", "metrics.json"] {
+        copy(Path::new(f))?;
+    }
+    let latest = from.join("checkpoints/latest");
+    if latest.exists() {
+        let name =
+            std::fs::read_to_string(&latest).map_err(|e| RunError::io("read", &latest, e))?;
+        let step = Path::new("checkpoints").join(name.trim());
+        let files = std::fs::read_dir(from.join(&step))
+            .map_err(|e| RunError::io("list", from.join(&step), e))?;
+        for f in files {
+            let f = f.map_err(|e| RunError::io("list", from.join(&step), e))?;
+            copy(&step.join(f.file_name()))?;
+        }
+        copy(Path::new("checkpoints/latest"))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

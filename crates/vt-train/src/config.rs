@@ -35,6 +35,9 @@ pub struct TrainConfig {
     pub distillation: Option<DistillConfig>,
 }
 
+/// The batch the paper's advanced recipe and its learning rates are written for.
+pub const PAPER_ADVANCED_BATCH: usize = 2048;
+
 impl TrainConfig {
     /// The paper's default recipe (Table 2): 90 epochs of SGD, lr 0.1 ÷10 every 30 epochs,
     /// weight decay 4e-5, batch 256.
@@ -55,12 +58,14 @@ impl TrainConfig {
     }
 
     /// The paper's advanced recipe (Table 8): 400 epochs of RMSProp (TF), warmup 0.01 → 0.16
-    /// over 5 epochs then ×0.9875 per epoch, label smoothing 0.1, EMA 0.99985, batch 2048.
+    /// over 5 epochs then ×0.9875 per epoch, label smoothing 0.1, EMA 0.99985, batch 2048
+    /// ([`PAPER_ADVANCED_BATCH`]; at another batch, scale the schedule with
+    /// [`crate::LrSchedule::scaled_for_batch`]).
     /// Dropout 0.2 and stochastic depth belong to the model config.
     pub fn paper_advanced() -> Self {
         Self {
             epochs: 400,
-            batch_size: 2048,
+            batch_size: PAPER_ADVANCED_BATCH,
             optimizer: OptimizerConfig::paper_rmsprop(),
             schedule: LrSchedule::paper_advanced(),
             label_smoothing: 0.1,

@@ -68,6 +68,17 @@ impl LrSchedule {
         }
     }
 
+    /// The schedule written for `reference_batch` at batch `batch`: every learning rate times
+    /// `batch / reference_batch` (the linear scaling rule of Goyal et al., 2017).
+    pub fn scaled_for_batch(self, reference_batch: usize, batch: usize) -> Self {
+        let k = batch as f64 / reference_batch.max(1) as f64;
+        Self {
+            lr: self.lr * k,
+            warmup_start_lr: self.warmup_start_lr * k,
+            ..self
+        }
+    }
+
     /// Learning rate at `step` with `steps_per_epoch` steps per epoch.
     pub fn lr(&self, step: u64, steps_per_epoch: u64) -> f64 {
         let epoch = step as f64 / steps_per_epoch.max(1) as f64;
@@ -116,6 +127,13 @@ mod tests {
         assert!(close(s.lr(30 * spe, spe), 0.01));
         assert!(close(s.lr(60 * spe, spe), 0.001));
         assert!(close(s.lr(89 * spe, spe), 0.001));
+    }
+
+    #[test]
+    fn linear_scaling_rule_scales_every_rate() {
+        let s = LrSchedule::paper_advanced().scaled_for_batch(2048, 256);
+        assert!(close(s.lr, 0.02) && close(s.warmup_start_lr, 0.00125));
+        assert_eq!(s.decay, LrSchedule::paper_advanced().decay);
     }
 
     #[test]
