@@ -121,7 +121,11 @@ pub fn run(args: Args) -> Result<()> {
     let mut rows = Vec::new();
     for p in presets {
         let inputs = match args.image_size {
-            Some(s) => vec![(s, s)],
+            Some(s) => {
+                p.check_input(s, s)
+                    .map_err(|e| anyhow::anyhow!("--image-size {s}: {e}"))?;
+                vec![(s, s)]
+            }
             None => paper_inputs(p),
         };
         for input in inputs {

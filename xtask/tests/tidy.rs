@@ -41,7 +41,11 @@ fn library_code_follows_the_style_rules() {
         let in_tests_dir = path.components().any(|c| c.as_os_str() == "tests");
         let library = path.components().any(|c| c.as_os_str() == "crates");
         // The runner's commands may pass `train = false` (they are the eval entry points).
-        let code = if in_tests_dir || !library { "" } else { non_test(&text) };
+        let code = if in_tests_dir || !library {
+            ""
+        } else {
+            non_test(&text)
+        };
         // Tests draw their inputs from seeds too, so a failure reproduces.
         for (i, line) in text.lines().enumerate() {
             if line.trim_start().starts_with("//") {

@@ -155,6 +155,31 @@ impl ResNetConfig {
         Ok(())
     }
 
+    /// How many input pixels one pixel of the last stage's map spans: the stem's stride (4
+    /// with its max-pool, or 1) times 2 for every stage after the first.
+    pub fn output_stride(&self) -> usize {
+        let stem = match self.stem {
+            Stem::Imagenet => 4,
+            Stem::Small => 1,
+        };
+        stem << self.layers.len().saturating_sub(1)
+    }
+
+    /// An input `height x width` the model can take: both sides at least the output stride,
+    /// so the last stage (and a VT on it) sees at least one pixel of the image rather than
+    /// of its padding.
+    pub fn check_input(&self, height: usize, width: usize) -> Result<(), String> {
+        let s = self.output_stride();
+        if height < s || width < s {
+            return Err(format!(
+                "input {height}x{width} is smaller than the model's output stride {s} ({:?} stem, {} stages): use at least {s}x{s}",
+                self.stem,
+                self.layers.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// Width of the classifier's input.
     pub fn head_channels(&self) -> usize {
         match self.vt.last() {

@@ -71,6 +71,16 @@ pub enum Task {
 }
 
 impl Preset {
+    /// Whether the preset, as built (its own stem), takes an input of `height x width`
+    /// ([`ResNetConfig::check_input`]).
+    pub fn check_input(&self, height: usize, width: usize) -> std::result::Result<(), String> {
+        match &self.kind {
+            PresetKind::Classifier(c) => (c.config)().check_input(height, width),
+            PresetKind::Segmenter(s) => (s.config)().trunk.check_input(height, width),
+        }
+        .map_err(|e| format!("model `{}`: {e}", self.name))
+    }
+
     pub fn task(&self) -> Task {
         match self.kind {
             PresetKind::Classifier(_) => Task::Classification,

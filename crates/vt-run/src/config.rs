@@ -49,6 +49,44 @@ impl ModelSection {
         Ok(cfg)
     }
 
+    /// [`RunConfig::validate`] of this section with the run's data and training sections.
+    fn validate(&self, data: &DataSection, train: &TrainConfig) -> Result<()> {
+        if !(self.width.is_finite() && self.width > 0.0) {
+            invalid!("model.width {} must be a positive number", self.width)
+        }
+        for (what, v) in [
+            ("model.num_classes", self.num_classes),
+            ("model.in_channels", self.in_channels),
+            ("data.train_limit", data.train_limit),
+            ("data.test_limit", data.test_limit),
+            ("data.image_size", Some(data.image_size)),
+            ("train.batch_size", Some(train.batch_size)),
+            ("train.epochs", Some(train.epochs)),
+        ] {
+            if v == Some(0) {
+                invalid!("{what} is 0; it must be at least 1")
+            }
+        }
+        let trunk = match self.task()? {
+            Task::Classification => (preset(&self.preset)?.classifier()?.config)()
+                .with_width(self.width)
+                .with_stem(self.stem),
+            Task::Segmentation => {
+                let mut trunk = (preset(&self.preset)?.segmenter()?.config)().trunk;
+                trunk.stem = self.stem;
+                trunk
+            }
+        };
+        let s = data.image_size;
+        if let Err(e) = trunk.check_input(s, s) {
+            invalid!(
+                "data.image_size {s} is too small for model `{}`: {e}",
+                self.preset
+            )
+        }
+        Ok(())
+    }
+
     /// The model config of a segmentation run (classes and channels must be filled); `stem`
     /// must be `imagenet` (the FPN levels are at strides 4..32) and `dropout` 0.
     pub fn segmentation_config(&self) -> Result<SemanticFpnConfig> {
@@ -142,6 +180,13 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// Checks what no run can use, before any data is read: zero or non-finite widths,
+    /// classes, channels, sizes, batches, epochs and limits, and an image smaller than the
+    /// model's output stride.
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate(&self.data, &self.train)
+    }
+
     pub fn load(path: &Path) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).map_err(|e| RunError::io("read config", path, e))?;

@@ -190,6 +190,7 @@ pub struct Prepared {
 /// Opens the data of the config's task, completes the model section from it, and builds both
 /// loaders.
 pub fn prepare(cfg: RunConfig, device: &Device) -> Result<Prepared> {
+    cfg.validate()?;
     match cfg.model.task()? {
         Task::Classification => prepare_classification(cfg, device),
         Task::Segmentation => prepare_segmentation(cfg, device),

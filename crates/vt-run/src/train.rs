@@ -26,6 +26,7 @@ pub struct RunOptions {
 /// Trains (or resumes) the run in `out`: writes the resolved `config.toml`, the log and the
 /// checkpoints, and `metrics.json` when the run completes.
 pub fn train(cfg: RunConfig, out: &Path, device: &Device, opts: &RunOptions) -> Result<RunMetrics> {
+    cfg.validate()?; // before the run directory is made
     std::fs::create_dir_all(out).map_err(|e| RunError::io("create", out, e))?;
     if !opts.resume && out.join("checkpoints/latest").exists() {
         invalid!(
