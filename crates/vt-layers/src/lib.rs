@@ -34,3 +34,9 @@ pub use relation::{GraphConv, TokenRelation, Transformer};
 pub use tokenizer::{
     ClusteringTokenizer, FilterTokenizer, PoolingTokenizer, RecurrentTokenizer, Tokenizer,
 };
+
+/// The README's code blocks, compiled and run as doctests from the README itself (its Rust
+/// example uses this crate), so the example a user copies cannot drift from the code.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -50,15 +50,18 @@ pub(crate) fn scalar(t: &Tensor) -> Result<f64> {
 pub fn evaluate(step: &dyn TrainStep, data: &dyn BatchSource) -> Result<EvalResult> {
     let mut metrics = step.eval_metrics();
     let (mut loss_sum, mut samples) = (0.0, 0usize);
-    for batch in data.epoch(0, 0) {
+    for (b, batch) in data.epoch(0, 0).enumerate() {
         let (x, y) = batch?;
-        let out = step.step(&x, &y, false)?;
+        let out = step
+            .step(&x, &y, false)
+            .map_err(|e| e.context(format!("evaluation batch {b}")))?;
         let loss = scalar(&out.loss)?;
         let n = y.dim(0)?;
         loss_sum += loss * n as f64;
         samples += n;
         for m in metrics.iter_mut() {
-            m.update(&out, loss)?;
+            m.update(&out, loss)
+                .map_err(|e| e.context(format!("evaluation batch {b}")))?;
         }
     }
     Ok(EvalResult {

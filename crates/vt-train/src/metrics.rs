@@ -87,9 +87,13 @@ impl Metric for TopK {
                 labels.len()
             );
         }
-        for (row, &y) in logits.iter().zip(&labels) {
+        for (i, (row, &y)) in logits.iter().zip(&labels).enumerate() {
             let Some(&target) = row.get(y as usize) else {
-                bail!("top-{}: label {y} outside 0..{}", self.k, row.len())
+                bail!(
+                    "top-{}: sample {i} of the batch has label {y}, outside the {} classes of the logits",
+                    self.k,
+                    row.len()
+                )
             };
             let better = row.iter().filter(|&&v| v > target).count();
             if better < self.k {
@@ -252,6 +256,15 @@ mod tests {
         assert!((v1 - 100.0 / 3.0).abs() < 1e-9);
         assert!((v2 - 200.0 / 3.0).abs() < 1e-9);
         assert_eq!(t2.values()[0].0, "top2");
+        let bad = out(
+            Tensor::zeros((2, 3), candle_core::DType::F32, &dev)?,
+            Tensor::new(&[1u32, 3], &dev)?,
+        );
+        let e = TopK::new(1).update(&bad, 0.0).unwrap_err().to_string();
+        assert!(
+            e.contains("sample 1 of the batch has label 3, outside the 3 classes"),
+            "{e}"
+        );
         Ok(())
     }
 
