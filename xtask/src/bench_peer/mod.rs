@@ -241,6 +241,13 @@ pub fn run(args: Args) -> Result<()> {
         .reference
         .clone()
         .unwrap_or_else(|| peer_path("reference"));
+    if args.python.is_some() && !reference.join("vt_reference.py").is_file() {
+        bail!(
+            "--reference {}: no vt_reference.py there (the PyTorch reference the VT and \
+             segmentation models are built from); give --reference DIR",
+            reference.display()
+        )
+    }
     if args.end_to_end {
         let Some(python) = &args.python else {
             bail!("--end-to-end compares with PyTorch: give --python")
@@ -284,9 +291,7 @@ pub fn run(args: Args) -> Result<()> {
         cmd.arg(peer_path("models.py"))
             .args(spec.torch_args()?)
             .args(&common);
-        if reference.join("vt_reference.py").exists() {
-            cmd.arg("--reference").arg(&reference);
-        }
+        cmd.arg("--reference").arg(&reference);
         Ok(Some(parse(
             cmd.output()?,
             &format!("torch {}", spec.encode()),
