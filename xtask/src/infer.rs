@@ -46,7 +46,7 @@ pub fn run(args: Args) -> Result<()> {
         let seg = Segmentation::load(dir, &device)?;
         let image = Image::open_rgb(&args.input)?;
         let image = match seg.channels {
-            1 => grey(&image),
+            1 => image.to_grey(),
             _ => image,
         };
         let (map, logits) = seg.predict(&image)?;
@@ -111,19 +111,6 @@ fn class_map(logits: &Tensor) -> Result<LabelMap> {
 }
 
 /// The mean of the colour channels, for a model trained on one channel.
-fn grey(img: &Image) -> Image {
-    let data = img
-        .data
-        .chunks(img.channels)
-        .map(|p| (p.iter().map(|&v| v as u32).sum::<u32>() / p.len() as u32) as u8)
-        .collect();
-    Image {
-        channels: 1,
-        data,
-        ..img.clone()
-    }
-}
-
 fn write_outputs(output: &Path, logits: &Tensor, map: Option<&LabelMap>) -> Result<()> {
     let tmp = output.with_extension("safetensors.tmp");
     candle_core::safetensors::save(

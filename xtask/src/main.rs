@@ -12,7 +12,9 @@ mod report;
 mod reproduce;
 mod run;
 mod seg_report;
+mod token_report;
 mod train;
+mod visualize;
 
 use clap::{Parser, Subcommand};
 
@@ -39,6 +41,7 @@ enum Command {
     Flops(flops::Args),
     Parity(parity::Args),
     Infer(infer::Args),
+    Visualize(visualize::Args),
     Train(train::Args),
     Eval(eval::Args),
     Reproduce(reproduce::Args),
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         Command::Flops(a) => flops::run(a),
         Command::Parity(a) => parity::run(a),
         Command::Infer(a) => infer::run(a),
+        Command::Visualize(a) => visualize::run(a),
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Reproduce(a) => reproduce::run(a),

@@ -183,12 +183,12 @@ fn verdicts(results: &[Row]) -> Vec<String> {
     out
 }
 
-/// Writes `results.csv`, the classification plots and `report.md` (with `segmentation`, the
-/// segmentation section in markdown, after the ablations).
+/// Writes `results.csv`, the classification plots and `report.md` (with `sections`, the
+/// segmentation and token sections in markdown, after the ablations).
 pub fn write(
     out: &Path,
     results: &[Row],
-    segmentation: &str,
+    sections: &str,
     level: &str,
     recipe_notes: &[String],
 ) -> Result<PathBuf> {
@@ -196,7 +196,7 @@ pub fn write(
     if results.is_empty() {
         return write_md(
             out,
-            format!("# vt reproduction report (preset `{level}`)\n\n{segmentation}"),
+            format!("# vt reproduction report (preset `{level}`)\n\n{sections}"),
         );
     }
     let mut csv = String::from("suite,run,preset,paper_row,top1,top5,loss,macs,params,train_images_per_sec,epochs,steps,paper_top1,paper_macs_m,paper_params_m\n");
@@ -343,7 +343,7 @@ pub fn write(
         }
         md.push('\n');
     }
-    md.push_str(segmentation);
+    md.push_str(sections);
     if !results.is_empty() {
         writeln!(md, "## What matches the paper and what doesn't\n")?;
         for v in verdicts(results) {

@@ -322,9 +322,15 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     let seg_section = crate::seg_report::section(&out, &seg_results, &device)?;
+    let planned: Vec<(&str, &str, &str)> = runs
+        .iter()
+        .map(|r| (r.suite, r.name.as_str(), r.preset))
+        .collect();
+    let token_section = crate::token_report::section(&out, &planned, &device)?;
     let level = format!("{:?}", args.preset).to_lowercase();
     let notes = recipe_notes(&runs);
-    let report = report::write(&out, &results, &seg_section, &level, &notes)?;
+    let sections = format!("{seg_section}{token_section}");
+    let report = report::write(&out, &results, &sections, &level, &notes)?;
     println!("report: {}", report.display());
     Ok(())
 }

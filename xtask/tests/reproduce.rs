@@ -35,6 +35,22 @@ fn smoke_reproduction_writes_a_complete_report() {
     assert!(twin.join("checkpoints/latest").is_file());
     vt_run::evaluate_run(&twin, None, &candle_core::Device::Cpu).expect("the reused run evaluates");
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    // the §6 token analysis: every VT run, the segmentation one with its foreground ratio
+    assert!(report.contains("## What the tokens attend to"), "{report}");
+    for run in [
+        "classification/vt_resnet18 |",
+        "ablation/vt_resnet18_pooling |",
+    ] {
+        assert!(
+            report.contains(run),
+            "{run} missing from the token table:\n{report}"
+        );
+    }
+    let seg_row = report
+        .lines()
+        .find(|l| l.starts_with("| segmentation/vt_fpn_resnet50 |"))
+        .expect("the VT-FPN in the token table");
+    assert!(!seg_row.trim_end().ends_with("| - |"), "{seg_row}");
     for model in ["resnet18", "vt_resnet18", "resnet34", "vt_resnet34"] {
         assert!(
             report.contains(&format!("| {model} | ")),

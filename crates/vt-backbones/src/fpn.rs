@@ -6,7 +6,7 @@
 use candle_core::{bail, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
-use vt_layers::{FilterTokenizer, Projector, Transformer, VtConfig};
+use vt_layers::{FilterTokenizer, Projector, TokenAttention, Transformer, VtConfig};
 use vt_ops::resize::{resize_bilinear, resize_nearest};
 use vt_ops::{Conv2d, Conv2dConfig, Cost, GroupNorm};
 
@@ -210,6 +210,24 @@ impl VtFpn {
             .collect()
     }
 
+    /// What each level's tokens attend to (`backbone.fpn.tokenizers.{i}`, over that level's
+    /// merged map).
+    pub fn token_attention(&self, feats: &[Tensor]) -> Result<Vec<TokenAttention>> {
+        let merged = self.laterals.merged(feats)?;
+        self.tokenizers
+            .iter()
+            .zip(&merged)
+            .enumerate()
+            .map(|(i, (t, m))| {
+                Ok(TokenAttention {
+                    module: format!("backbone.fpn.tokenizers.{i}"),
+                    coef: t.forward(m)?.1,
+                    hw: (m.dim(2)?, m.dim(3)?),
+                })
+            })
+            .collect()
+    }
+
     /// MACs of the laterals and the VT modules at level sizes `sizes`.
     pub fn cost(&self, sizes: &[(usize, usize)]) -> Cost {
         let l = self.num_tokens;
@@ -243,6 +261,14 @@ impl Neck {
         match self {
             Self::Fpn(n) => n.cost(sizes),
             Self::VtFpn(n) => n.cost(sizes),
+        }
+    }
+
+    /// The VT-FPN's token attention; none for a plain FPN.
+    pub fn token_attention(&self, feats: &[Tensor]) -> Result<Vec<TokenAttention>> {
+        match self {
+            Self::Fpn(_) => Ok(vec![]),
+            Self::VtFpn(n) => n.token_attention(feats),
         }
     }
 }

@@ -5,7 +5,7 @@ use crate::config::{BlockKind, ResNetConfig, Stem};
 use candle_core::{bail, Module, ModuleT, Result, Tensor};
 use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
 use candle_nn::{Init, VarBuilder};
-use vt_layers::VisualTransformer;
+use vt_layers::{TokenAttention, VisualTransformer};
 use vt_ops::pool::max_pool2d;
 use vt_ops::{
     BatchNorm, Conv2d, Conv2dConfig, Cost, CostBreakdown, DropPath, Dropout, Linear, NoiseSource,
@@ -322,6 +322,31 @@ impl ResNet {
             tokens = Some(t);
         }
         Ok((x, tokens))
+    }
+
+    /// What each VT module's tokens attend to on `x` (eval mode), module by module (`vt.0`,
+    /// `vt.1`, ...); empty for a plain ResNet.
+    pub fn token_attention(&self, x: &Tensor) -> Result<Vec<TokenAttention>> {
+        let train = false;
+        let mut x = match self.trunk.forward_stages(x, train)?.pop() {
+            Some(x) => x,
+            None => bail!("a ResNet without stages"),
+        };
+        let mut tokens: Option<Tensor> = None;
+        let mut out = vec![];
+        for (i, m) in self.vt.iter().enumerate() {
+            let hw = (x.dim(2)?, x.dim(3)?);
+            let (nx, t, coef) = m.forward_attention(&x, tokens.as_ref(), train)?;
+            if let Some(coef) = coef {
+                out.push(TokenAttention {
+                    module: format!("vt.{i}"),
+                    coef,
+                    hw,
+                });
+            }
+            (x, tokens) = (nx, Some(t));
+        }
+        Ok(out)
     }
 
     /// Classifier input: mean over tokens (VT) or global average pool (ResNet).

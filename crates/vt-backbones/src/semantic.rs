@@ -9,6 +9,7 @@ use crate::resnet::ResNetTrunk;
 use candle_core::{bail, ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
+use vt_layers::TokenAttention;
 use vt_ops::resize::resize_bilinear;
 use vt_ops::{Cost, CostBreakdown, NoiseSource};
 
@@ -140,6 +141,12 @@ impl SemanticFpn {
         }
         self.neck
             .forward(&self.body.forward_stages(x, train)?, train)
+    }
+
+    /// What the VT-FPN's tokens attend to on `x` (eval mode); empty for an FPN.
+    pub fn token_attention(&self, x: &Tensor) -> Result<Vec<TokenAttention>> {
+        self.neck
+            .token_attention(&self.body.forward_stages(x, false)?)
     }
 
     /// MACs and parameters of `stem`, `layer1..4`, `neck`, `head` at an `h × w` input.

@@ -64,6 +64,20 @@ impl Image {
         self.data[(y * self.width + x) * self.channels + c]
     }
 
+    /// The mean of the channels per pixel (a 1-channel image stays as it is).
+    pub fn to_grey(&self) -> Image {
+        let data = self
+            .data
+            .chunks(self.channels.max(1))
+            .map(|p| (p.iter().map(|&v| v as u32).sum::<u32>() / p.len() as u32) as u8)
+            .collect();
+        Image {
+            channels: 1,
+            data,
+            ..self.clone()
+        }
+    }
+
     /// (height, width, channels), the order error messages use.
     pub fn shape(&self) -> (usize, usize, usize) {
         (self.height, self.width, self.channels)

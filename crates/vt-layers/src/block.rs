@@ -68,6 +68,19 @@ impl VisualTransformer {
         tokens: Option<&Tensor>,
         train: bool,
     ) -> Result<(Tensor, Tensor)> {
+        let (x, t, _) = self.forward_attention(x, tokens, train)?;
+        Ok((x, t))
+    }
+
+    /// [`Self::forward_t`] that also returns the tokenizer's spatial coefficients
+    /// `(N, h_c, HW, L')` (softmax over HW; none for the pooling tokenizer): what each token
+    /// attends to, for visualisation and the paper's §6 analysis.
+    pub fn forward_attention(
+        &self,
+        x: &Tensor,
+        tokens: Option<&Tensor>,
+        train: bool,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
         let c = x.dim(1)?;
         if x.rank() != 4 || c != self.cfg.in_channels {
             bail!(
@@ -76,7 +89,7 @@ impl VisualTransformer {
                 x.shape()
             );
         }
-        let (mut t, _) = self.tokenizer.forward(x, tokens)?;
+        let (mut t, coef) = self.tokenizer.forward(x, tokens)?;
         let dp = self.drop_path.as_ref().filter(|_| train);
         if let Some(rel) = &self.transformer {
             let out = rel.forward(&t)?;
@@ -93,7 +106,7 @@ impl VisualTransformer {
             (Some(p), None) => p.forward_t(x, &t, train)?,
             (None, _) => x.clone(),
         };
-        Ok((x, t))
+        Ok((x, t, coef))
     }
 
     /// MACs and parameters on an `h × w` input map.
@@ -108,4 +121,42 @@ impl VisualTransformer {
                 .as_ref()
                 .map_or(Cost::ZERO, |p| p.cost(h * w, l))
     }
+}
+
+/// The spatial coefficients of one VT module's tokenizer on one input: `coef (N, h_c, HW, L)`,
+/// a softmax over the `hw` map per head and token.
+#[derive(Clone, Debug)]
+pub struct TokenAttention {
+    /// The module's parameter path (`vt.0`, `backbone.fpn.tokenizers.2`).
+    pub module: String,
+    pub coef: Tensor,
+    /// (height, width) of the map the coefficients are over.
+    pub hw: (usize, usize),
+}
+
+impl TokenAttention {
+    /// Sample `n`'s maps, averaged over heads: one `H * W` distribution per token.
+    pub fn maps(&self, n: usize) -> Result<Vec<Vec<f32>>> {
+        let c = self.coef.get(n)?.to_dtype(candle_core::DType::F32)?; // (h_c, HW, L)
+        let mean = c.mean(0)?.t()?.contiguous()?; // (L, HW)
+        mean.to_vec2::<f32>()
+    }
+
+    /// Entropy (nats) of each of sample `n`'s token maps; a uniform map has `ln(H * W)`.
+    pub fn entropies(&self, n: usize) -> Result<Vec<f64>> {
+        Ok(self.maps(n)?.iter().map(|m| entropy(m)).collect())
+    }
+
+    /// `ln(H * W)`: the entropy of a token that attends to every position equally.
+    pub fn uniform_entropy(&self) -> f64 {
+        ((self.hw.0 * self.hw.1) as f64).ln()
+    }
+}
+
+/// `-sum p ln p` of a distribution (zeros contribute nothing).
+pub fn entropy(p: &[f32]) -> f64 {
+    p.iter()
+        .filter(|&&v| v > 0.0)
+        .map(|&v| -(v as f64) * (v as f64).ln())
+        .sum()
 }

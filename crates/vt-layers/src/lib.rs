@@ -26,7 +26,7 @@ pub mod projector;
 pub mod relation;
 pub mod tokenizer;
 
-pub use block::VisualTransformer;
+pub use block::{entropy, TokenAttention, VisualTransformer};
 pub use config::{RecurrentMode, Relation, TokenizerKind, ValueSide, VtConfig};
 pub use position::PositionEncoder;
 pub use projector::{Lateral, Projector};

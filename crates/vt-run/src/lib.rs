@@ -12,6 +12,7 @@
 //! * [`train()`]: one run end to end;
 //! * [`predict`]: class maps of a trained segmentation run, PNG class maps and overlays;
 //! * [`results`]: `metrics.json`, a finished run read back, a checkpoint evaluated again;
+//! * [`tokens`]: what the VT tokens attend to (the token picture, entropy, foreground ratio);
 //! * [`error`]: the one error type, [`RunError`], naming the file or key at fault.
 //!
 //! ```no_run
@@ -30,6 +31,7 @@ pub mod error;
 pub mod model;
 pub mod predict;
 pub mod results;
+pub mod tokens;
 mod train;
 
 pub use config::{
@@ -45,5 +47,6 @@ pub use predict::{write_class_map, write_overlay, Prediction, Segmentation};
 pub use results::{
     copy_run, evaluate_run, load_result, EvalPoint, Evaluation, RunMetrics, RunResult,
 };
+pub use tokens::{token_statistics, token_view, write_token_png, TokenStatistics, TokenView};
 pub use train::{train, RunOptions};
 pub use vt_backbones::Task;

@@ -116,7 +116,7 @@ pub fn class_colour(k: u8) -> [u8; 3] {
     rgb
 }
 
-fn write_rgb(path: &Path, width: usize, height: usize, rgb: &[u8]) -> Result<()> {
+pub(crate) fn write_rgb(path: &Path, width: usize, height: usize, rgb: &[u8]) -> Result<()> {
     let file = std::fs::File::create(path).map_err(|e| RunError::io("write", path, e))?;
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
     enc.set_color(png::ColorType::Rgb);
