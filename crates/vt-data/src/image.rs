@@ -83,6 +83,18 @@ impl Image {
         (self.height, self.width, self.channels)
     }
 
+    /// Decodes JPEG or PNG bytes (from a parquet shard, an archive) into RGB, strictly;
+    /// `origin` names them in errors.
+    pub fn decode_rgb(bytes: &[u8], origin: &Path) -> Result<Self> {
+        let d = decode::decode_rgb(origin, bytes)?;
+        Ok(Self {
+            width: d.width,
+            height: d.height,
+            channels: d.channels,
+            data: d.data,
+        })
+    }
+
     /// Decodes a JPEG or PNG file into RGB (as torchvision's default loader does), strictly:
     /// a truncated or corrupt file is an error that names it (see [`crate::decode`]).
     pub fn open_rgb(path: &Path) -> Result<Self> {

@@ -25,11 +25,22 @@ use std::sync::{Arc, Mutex};
 struct Report {
     missing: Vec<(String, Shape)>,
     mismatched: Vec<(String, Shape, Shape)>,
+    /// Variables under a fresh prefix that the source lacked or had in another shape:
+    /// initialised from the seed instead.
+    fresh: Vec<String>,
 }
 
 struct Source {
     origin: String,
     tensors: HashMap<String, Tensor>,
+    /// Key prefixes (a classifier head) that may be initialised fresh when they do not fit.
+    fresh: Vec<String>,
+}
+
+impl Source {
+    fn is_fresh(&self, name: &str) -> bool {
+        self.fresh.iter().any(|p| name.starts_with(p.as_str()))
+    }
 }
 
 struct Backend {
@@ -89,6 +100,11 @@ impl SimpleBackend for Backend {
             )?,
             Some(src) => match src.tensors.get(name) {
                 Some(t) if t.shape() == &s => t.to_device(dev)?.to_dtype(dtype)?,
+                _ if src.is_fresh(name) => {
+                    self.report.lock().unwrap().fresh.push(name.to_string());
+                    let mut rng = Rng::derive(self.seed, &[hash_str(name)]);
+                    init_tensor(h, &s, &mut rng, dtype, dev)?
+                }
                 found => {
                     let mut rep = self.report.lock().unwrap();
                     match found {
@@ -168,8 +184,50 @@ impl VarStore {
         s.source = Some(Arc::new(Source {
             origin: origin.to_string(),
             tensors,
+            fresh: vec![],
         }));
         s
+    }
+
+    /// Pretrained variables from `tensors`, except under the key prefixes `fresh` (a
+    /// classifier head for another number of classes or another kind of head): there a
+    /// variable the source lacks or has in another shape is initialised from `seed`, and a
+    /// source key the model does not use is skipped ([`VarStore::fresh_keys`] lists both).
+    /// Every other mismatch is [`VarStore::finish`]'s error, as for [`VarStore::from_tensors`].
+    pub fn pretrained(
+        seed: u64,
+        tensors: HashMap<String, Tensor>,
+        origin: &str,
+        fresh: &[&str],
+        dtype: DType,
+        device: &Device,
+    ) -> Self {
+        let mut s = Self::seeded(seed, dtype, device);
+        s.source = Some(Arc::new(Source {
+            origin: origin.to_string(),
+            tensors,
+            fresh: fresh.iter().map(|p| p.to_string()).collect(),
+        }));
+        s
+    }
+
+    /// After the model is built: the variables initialised fresh, and the source keys under a
+    /// fresh prefix that were skipped (both sorted).
+    pub fn fresh_keys(&self) -> (Vec<String>, Vec<String>) {
+        let Some(src) = &self.source else {
+            return (vec![], vec![]);
+        };
+        let mut fresh = self.report.lock().unwrap().fresh.clone();
+        fresh.sort();
+        let data = self.varmap.data().lock().unwrap();
+        let mut skipped: Vec<String> = src
+            .tensors
+            .keys()
+            .filter(|k| src.is_fresh(k) && !data.contains_key(*k) || fresh.contains(k))
+            .cloned()
+            .collect();
+        skipped.sort();
+        (fresh, skipped)
     }
 
     /// Variables read from a safetensors file.
@@ -246,7 +304,7 @@ impl VarStore {
         let mut unexpected: Vec<_> = src
             .tensors
             .iter()
-            .filter(|(k, _)| !data.contains_key(*k) && !ignored_key(k))
+            .filter(|(k, _)| !data.contains_key(*k) && !ignored_key(k) && !src.is_fresh(k))
             .collect();
         unexpected.sort_by(|a, b| a.0.cmp(b.0));
         if rep.missing.is_empty() && rep.mismatched.is_empty() && unexpected.is_empty() {
