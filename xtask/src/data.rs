@@ -141,8 +141,12 @@ fn describe(out: &mut String, split: &str, len: usize, st: &Stats, what: &str, n
 
 /// Inspects the data set at `path`.
 pub fn inspect(path: &std::path::Path, format: Option<&str>, workers: usize) -> Result<Report> {
+    let hub = path
+        .to_str()
+        .is_some_and(|p| p.starts_with(vt_run::data::HUB_PREFIX));
     let format = match format {
         Some(f) => f.parse::<Format>()?,
+        None if hub => Format::Folder, // a classification set of encoded images
         None => vt_data::detect_format(path)?,
     };
     let mut text = String::new();
@@ -169,8 +173,11 @@ pub fn inspect(path: &std::path::Path, format: Option<&str>, workers: usize) -> 
             describe(&mut text, split, ds.len(), &st, "pixels per label", &[]);
         }
     } else {
-        let data = open_classification(path, Some(format))
-            .with_context(|| format!("opening {} as {format}", path.display()))?;
+        let data = match hub {
+            true => vt_run::open_classification_data(path, None)?,
+            false => open_classification(path, Some(format))
+                .with_context(|| format!("opening {} as {format}", path.display()))?,
+        };
         let _ = writeln!(text, "format: {format} ({})", data.source);
         let _ = writeln!(text, "classes: {}", data.num_classes);
         for (split, ds) in [("train", &data.train), ("test", &data.test)] {

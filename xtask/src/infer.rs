@@ -23,8 +23,12 @@ pub struct Args {
     #[arg(long, required_unless_present = "checkpoint")]
     model: Option<String>,
     /// Weights as safetensors with PyTorch names.
-    #[arg(long, required_unless_present = "checkpoint")]
+    #[arg(long, required_unless_present_any = ["checkpoint", "pretrained"])]
     weights: Option<PathBuf>,
+    /// Weights of a hub model instead of --weights: ORG/NAME[@REVISION] (its
+    /// model.safetensors from the Hugging Face cache).
+    #[arg(long, conflicts_with_all = ["weights", "checkpoint"])]
+    pretrained: Option<String>,
     /// A segmentation run directory (from `train` or `reproduce`).
     #[arg(long, conflicts_with_all = ["model", "weights"])]
     checkpoint: Option<PathBuf>,
@@ -52,10 +56,17 @@ pub fn run(args: Args) -> Result<()> {
         let (map, logits) = seg.predict(&image)?;
         return write_outputs(&args.output, &logits, Some(&map));
     }
-    let (Some(name), Some(weights)) = (&args.model, &args.weights) else {
-        anyhow::bail!("give --model and --weights, or --checkpoint")
+    let weights = match (&args.weights, &args.pretrained) {
+        (Some(w), _) => w.clone(),
+        (None, Some(id)) => vt_hub::model_file(&id.parse()?, "model.safetensors")?,
+        (None, None) => {
+            anyhow::bail!("give --model and --weights (or --pretrained), or --checkpoint")
+        }
     };
-    let store = VarStore::from_safetensors(weights, DType::F32, &device)?;
+    let Some(name) = &args.model else {
+        anyhow::bail!("give --model with --weights or --pretrained")
+    };
+    let store = VarStore::from_safetensors(&weights, DType::F32, &device)?;
     let model: Box<dyn ModuleT> = match &preset(name)?.kind {
         PresetKind::Classifier(c) => {
             let mut cfg = (c.config)();

@@ -38,6 +38,12 @@ pub struct Args {
     width: Option<f64>,
     #[arg(long)]
     seed: Option<u64>,
+    /// Start from a hub model's weights, ORG/NAME[@REVISION] (its model.safetensors from the
+    /// Hugging Face cache; e.g. timm/resnet18.tv_in1k): full width, ImageNet stem, 224 px for
+    /// a classifier unless --width / --image-size say otherwise; a head that does not fit
+    /// starts fresh. A segmenter takes an ImageNet ResNet into backbone.body.
+    #[arg(long, conflicts_with = "config")]
+    pretrained: Option<String>,
     #[arg(long, default_value = "cpu")]
     device: String,
     #[arg(long, default_value = "runs/train")]
@@ -65,6 +71,9 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     if !args.resume {
+        if let Some(id) = &args.pretrained {
+            cfg = cfg.with_pretrained(id);
+        }
         if let Some(d) = args.data {
             cfg.data.path = Some(d);
         }

@@ -10,15 +10,19 @@
 //! * [`open_dataset`]: a dataset repository's parquet shards (an image-bytes column and a
 //!   label column, as `zalando-datasets/fashion_mnist`, `uoft-cs/cifar10` and `ylecun/mnist`
 //!   store them), train / test splits from the file names, as a vt-data
-//!   [`ClassificationData`].
+//!   [`ClassificationData`](vt_data::ClassificationData);
+//! * [`put_in_cache`], [`image_shard`]: files and parquet shards written in that layout (a
+//!   model or data set copied to a machine without the network; the tests' caches).
 //!
 //! candle-datasets' hub helpers are not used: `from_hub` lists a repository over the network
 //! (no offline listing), and its vision loaders fix the file names and panic on an undecodable
 //! image. This crate builds on what they build on (hf-hub's cache and the parquet crate).
 
 mod dataset;
+mod write;
 
 pub use dataset::open_dataset;
+pub use write::{image_shard, put_in_cache, RepoKind, LOCAL_COMMIT};
 
 use hf_hub::{HFClient, HFClientSync, HFError};
 use std::path::PathBuf;

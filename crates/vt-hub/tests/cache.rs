@@ -2,31 +2,7 @@
 //! model files and parquet datasets resolve from it offline; what is not cached is an error
 //! naming the repository, the file and the cache directory.
 
-use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
-use parquet::file::properties::WriterProperties;
-use parquet::file::writer::SerializedFileWriter;
-use parquet::schema::parser::parse_message_type;
-use std::path::Path;
-use std::sync::Arc;
-use vt_hub::{model_file, open_dataset, RepoId};
-
-const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
-
-/// Puts `bytes` at `snapshots/<COMMIT>/<file>` of `repo_dir`, as a symlink to its blob, and
-/// points `refs/main` at the commit.
-fn cache_file(repo_dir: &Path, file: &str, bytes: &[u8]) {
-    let blob = repo_dir
-        .join("blobs")
-        .join(format!("{:016x}", bytes.len() * 31 + file.len()));
-    std::fs::create_dir_all(blob.parent().unwrap()).unwrap();
-    std::fs::write(&blob, bytes).unwrap();
-    let link = repo_dir.join("snapshots").join(COMMIT).join(file);
-    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(&blob, &link).unwrap();
-    std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
-    std::fs::write(repo_dir.join("refs/main"), COMMIT).unwrap();
-}
+use vt_hub::{image_shard, model_file, open_dataset, put_in_cache, RepoId, RepoKind, LOCAL_COMMIT};
 
 fn png(w: u32, h: u32, v: u8) -> Vec<u8> {
     let mut out = Vec::new();
@@ -40,88 +16,57 @@ fn png(w: u32, h: u32, v: u8) -> Vec<u8> {
     out
 }
 
-/// A parquet shard as `datasets` writes image data sets: `image {bytes}` and `label`.
-fn shard(images: &[Vec<u8>], labels: &[i64]) -> Vec<u8> {
-    let schema = Arc::new(
-        parse_message_type(
-            "message schema { REQUIRED GROUP image { REQUIRED BYTE_ARRAY bytes; } REQUIRED INT64 label; }",
-        )
-        .unwrap(),
-    );
-    let mut out = Vec::new();
-    let mut writer = SerializedFileWriter::new(
-        &mut out,
-        schema,
-        Arc::new(WriterProperties::builder().build()),
-    )
-    .unwrap();
-    let mut rg = writer.next_row_group().unwrap();
-    let mut col = rg.next_column().unwrap().unwrap();
-    let bytes: Vec<ByteArray> = images.iter().map(|b| ByteArray::from(b.clone())).collect();
-    col.typed::<ByteArrayType>()
-        .write_batch(&bytes, None, None)
-        .unwrap();
-    col.close().unwrap();
-    let mut col = rg.next_column().unwrap().unwrap();
-    col.typed::<Int64Type>()
-        .write_batch(labels, None, None)
-        .unwrap();
-    col.close().unwrap();
-    rg.close().unwrap();
-    writer.close().unwrap();
-    out
+fn id(s: &str) -> RepoId {
+    s.parse().unwrap()
 }
 
 #[test]
 fn models_and_datasets_resolve_from_the_cache_offline() {
     let cache = tempfile::tempdir().unwrap();
-    // SAFETY of the test: this is the only test of the binary touching the environment.
-    std::env::set_var("HF_HUB_CACHE", cache.path());
+    let c = cache.path();
+    // the only test of this binary: nothing else reads the environment meanwhile
+    std::env::set_var("HF_HUB_CACHE", c);
     std::env::set_var("HF_HUB_OFFLINE", "1");
 
-    let model = cache.path().join("models--timm--resnet18.tv_in1k");
-    cache_file(&model, "model.safetensors", b"weights");
-    let repo: RepoId = "timm/resnet18.tv_in1k".parse().unwrap();
+    let repo = id("timm/resnet18.tv_in1k");
+    let link = put_in_cache(c, RepoKind::Model, &repo, "model.safetensors", b"weights").unwrap();
+    assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
     let p = model_file(&repo, "model.safetensors").unwrap();
     assert_eq!(std::fs::read(&p).unwrap(), b"weights");
-    let at: RepoId = format!("timm/resnet18.tv_in1k@{COMMIT}").parse().unwrap();
+    let at = id(&format!("timm/resnet18.tv_in1k@{LOCAL_COMMIT}"));
     assert_eq!(
         std::fs::read(model_file(&at, "model.safetensors").unwrap()).unwrap(),
         b"weights"
     );
 
     // not cached, offline: the error names the repository, the file and the cache searched
-    let e = model_file(
-        &"timm/resnet50.a1_in1k".parse().unwrap(),
-        "model.safetensors",
-    )
-    .unwrap_err()
-    .to_string();
+    let e = model_file(&id("timm/resnet50.a1_in1k"), "model.safetensors")
+        .unwrap_err()
+        .to_string();
     for part in [
         "timm/resnet50.a1_in1k",
         "model.safetensors",
-        &cache.path().display().to_string(),
+        &c.display().to_string(),
         "HF_HUB_OFFLINE",
     ] {
         assert!(e.contains(part), "`{e}` lacks `{part}`");
     }
 
     // a parquet dataset in fashion_mnist's layout: grey 28 px PNGs, train and test shards
-    let data = cache
-        .path()
-        .join("datasets--zalando-datasets--fashion_mnist");
+    let fm = id("zalando-datasets/fashion_mnist");
     let train: Vec<Vec<u8>> = (0..12).map(|i| png(28, 28, i as u8 * 10)).collect();
-    cache_file(
-        &data,
+    let labels: Vec<i64> = (0..12).map(|i| i % 10).collect();
+    let put =
+        |file: &str, bytes: &[u8]| put_in_cache(c, RepoKind::Dataset, &fm, file, bytes).unwrap();
+    put(
         "fashion_mnist/train-00000-of-00001.parquet",
-        &shard(&train, &(0..12).map(|i| i % 10).collect::<Vec<_>>()),
+        &image_shard(&train, &labels).unwrap(),
     );
-    cache_file(
-        &data,
+    put(
         "fashion_mnist/test-00000-of-00001.parquet",
-        &shard(&train[..4], &[3, 1, 4, 1]),
+        &image_shard(&train[..4], &[3, 1, 4, 1]).unwrap(),
     );
-    let d = open_dataset(&"zalando-datasets/fashion_mnist".parse().unwrap()).unwrap();
+    let d = open_dataset(&fm).unwrap();
     assert_eq!(
         (
             d.train.len(),
@@ -146,12 +91,11 @@ fn models_and_datasets_resolve_from_the_cache_offline() {
     // a truncated image inside a shard is that sample's error, naming shard and row
     let mut bad = train.clone();
     bad[7].truncate(40);
-    cache_file(
-        &data,
+    put(
         "fashion_mnist/train-00000-of-00001.parquet",
-        &shard(&bad, &[0; 12]),
+        &image_shard(&bad, &[0; 12]).unwrap(),
     );
-    let d = open_dataset(&"zalando-datasets/fashion_mnist".parse().unwrap()).unwrap();
+    let d = open_dataset(&fm).unwrap();
     let e = d.train.get(7).unwrap_err().to_string();
     assert!(
         e.contains("train-00000-of-00001.parquet/row-7") && e.contains("cannot decode image"),
@@ -159,23 +103,20 @@ fn models_and_datasets_resolve_from_the_cache_offline() {
     );
 
     // a shard cut short is an error naming it
-    let whole = shard(&train, &[0; 12]);
-    cache_file(
-        &data,
+    let whole = image_shard(&train, &[0; 12]).unwrap();
+    put(
         "fashion_mnist/train-00000-of-00001.parquet",
         &whole[..whole.len() / 2],
     );
-    let e = open_dataset(&"zalando-datasets/fashion_mnist".parse().unwrap())
-        .unwrap_err()
-        .to_string();
+    let e = open_dataset(&fm).unwrap_err().to_string();
     assert!(e.contains("train-00000-of-00001.parquet"), "{e}");
 
     // a dataset or revision not in the cache
-    let e = open_dataset(&"uoft-cs/cifar10".parse().unwrap())
+    let e = open_dataset(&id("uoft-cs/cifar10"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("uoft-cs/cifar10: no cached snapshot"), "{e}");
-    let e = open_dataset(&"zalando-datasets/fashion_mnist@v9".parse().unwrap())
+    let e = open_dataset(&id("zalando-datasets/fashion_mnist@v9"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("revision `v9`"), "{e}");

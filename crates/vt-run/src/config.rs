@@ -22,6 +22,11 @@ pub struct ModelSection {
     /// Filled from the data when absent.
     pub num_classes: Option<usize>,
     pub in_channels: Option<usize>,
+    /// Start from a hub model's `model.safetensors` (`ORG/NAME[@REVISION]`, from the hub
+    /// cache): a classifier takes every tensor and starts its head fresh where it does not
+    /// fit; a segmenter takes an ImageNet ResNet into `backbone.body`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<String>,
 }
 
 impl ModelSection {
@@ -180,6 +185,20 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// This run starting from hub model `id` (ImageNet weights): the model at full width with
+    /// the ImageNet stem, and a classifier's data at 224 px with ImageNet's crop recipe, the
+    /// geometry those weights were trained for (set afterwards what should differ).
+    pub fn with_pretrained(mut self, id: &str) -> Self {
+        self.model.pretrained = Some(id.to_string());
+        self.model.width = 1.0;
+        self.model.stem = Stem::Imagenet;
+        if self.model.task().is_ok_and(|t| t == Task::Classification) {
+            self.data.image_size = 224;
+            self.data.augment = Augment::CropFlip;
+        }
+        self
+    }
+
     /// Checks what no run can use, before any data is read: zero or non-finite widths,
     /// classes, channels, sizes, batches, epochs and limits, and an image smaller than the
     /// model's output stride.
@@ -217,6 +236,7 @@ impl RunConfig {
                 drop_path: 0.0,
                 num_classes: None,
                 in_channels: None,
+                pretrained: None,
             },
             data: DataSection {
                 path: None,

@@ -389,10 +389,25 @@ fn format(data: &DataSection) -> Result<Option<vt_data::Format>> {
         .transpose()?)
 }
 
+/// The prefix of a `data.path` naming a hub dataset: `hf:ORG/NAME[@REVISION]`.
+pub const HUB_PREFIX: &str = "hf:";
+
+/// A classification data set: `hf:ORG/NAME[@REVISION]` from the hub cache (vt-hub), else any
+/// layout vt-data reads at `path` (`format`, or detected).
+pub fn open_classification_data(
+    path: &std::path::Path,
+    format: Option<vt_data::Format>,
+) -> Result<vt_data::ClassificationData> {
+    match path.to_str().and_then(|p| p.strip_prefix(HUB_PREFIX)) {
+        Some(id) => Ok(vt_hub::open_dataset(&id.parse()?)?),
+        None => Ok(vt_data::open_classification(path, format)?),
+    }
+}
+
 fn prepare_classification(mut cfg: RunConfig, device: &Device) -> Result<Prepared> {
     let data = match &cfg.data.path {
         None => vt_data::fashion_mnist(None)?,
-        Some(p) => vt_data::open_classification(p, format(&cfg.data)?)?,
+        Some(p) => open_classification_data(p, format(&cfg.data)?)?,
     };
     cfg.model.num_classes.get_or_insert(data.num_classes);
     cfg.model.in_channels.get_or_insert(data.channels);

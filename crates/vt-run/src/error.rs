@@ -33,6 +33,8 @@ pub enum RunError {
     Data(Box<vt_data::DataError>),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Hub(#[from] vt_hub::HubError),
 }
 
 pub type Result<T> = std::result::Result<T, RunError>;

@@ -38,14 +38,15 @@ pub use config::{
     saved_config, Augment, DataSection, ModelSection, MosaicSection, NormalizeSection, RunConfig,
 };
 pub use data::{
-    class_balanced_subset, open_segmentation_data, prepare, segmentation_pipelines, LoaderSource,
-    Prepared,
+    class_balanced_subset, open_classification_data, open_segmentation_data, prepare,
+    segmentation_pipelines, LoaderSource, Prepared,
 };
 pub use error::{Result, RunError};
-pub use model::{checkpoint_weights, load_teacher, Net, SegNet};
+pub use model::{checkpoint_weights, initial_store, load_teacher, Net, SegNet};
 pub use predict::{write_class_map, write_overlay, Prediction, Segmentation};
 pub use results::{
-    copy_run, evaluate_run, load_result, EvalPoint, Evaluation, RunMetrics, RunResult,
+    copy_run, evaluate_pretrained, evaluate_run, load_result, EvalPoint, Evaluation, RunMetrics,
+    RunResult,
 };
 pub use tokens::{token_statistics, token_view, write_token_png, TokenStatistics, TokenView};
 pub use train::{train, RunOptions};

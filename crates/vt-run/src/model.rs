@@ -4,7 +4,7 @@ use crate::config::ModelSection;
 use crate::error::{Result, RunError};
 use candle_core::{DType, Device, ModuleT, Tensor};
 use std::path::Path;
-use vt_backbones::{ResNet, SemanticFpn};
+use vt_backbones::{ResNet, SemanticFpn, Task};
 use vt_ops::{Cost, VarStore};
 use vt_train::{checkpoint, Classifier, DistillConfig, Segmenter};
 
@@ -73,6 +73,44 @@ pub fn checkpoint_weights(dir: &Path, device: &Device) -> Result<(VarStore, u64,
     let origin = ck.dir.display().to_string();
     let store = VarStore::from_tensors(ck.ema.unwrap_or(ck.model), &origin, DType::F32, device);
     Ok((store, ck.state.step, ema))
+}
+
+/// The key prefixes of a model that start fresh from pretrained ImageNet weights: a
+/// classifier's head where it does not fit; everything of a segmenter but its trunk.
+fn fresh_prefixes(model: &ModelSection) -> Result<&'static [&'static str]> {
+    Ok(match model.task()? {
+        Task::Classification => &["fc."],
+        Task::Segmentation => &["backbone.body.fc.", "backbone.fpn.", "sem_seg_head."],
+    })
+}
+
+/// The store a new run of `model` starts from: seeded, or hub model `model.pretrained`'s
+/// `model.safetensors` (timm's and torchvision's ResNets carry torchvision's names; for a
+/// segmenter they go under `backbone.body.`). After building the net, [`VarStore::finish`]
+/// reports any other mismatch and [`VarStore::fresh_keys`] what started fresh.
+pub fn initial_store(model: &ModelSection, seed: u64, device: &Device) -> Result<VarStore> {
+    let Some(id) = &model.pretrained else {
+        return Ok(VarStore::seeded(seed, DType::F32, device));
+    };
+    let repo: vt_hub::RepoId = id.parse()?;
+    let path = vt_hub::model_file(&repo, "model.safetensors")?;
+    let mut tensors = candle_core::safetensors::load(&path, &Device::Cpu)
+        .map_err(|e| e.context(format!("cannot read pretrained weights {}", path.display())))?;
+    if model.task()? == Task::Segmentation {
+        tensors = tensors
+            .into_iter()
+            .map(|(k, v)| (format!("backbone.body.{k}"), v))
+            .collect();
+    }
+    let origin = format!("{repo} ({})", path.display());
+    Ok(VarStore::pretrained(
+        seed,
+        tensors,
+        &origin,
+        fresh_prefixes(model)?,
+        DType::F32,
+        device,
+    ))
 }
 
 /// The distillation teacher: preset `teacher_model` shaped like the student (width, stem,

@@ -2,14 +2,16 @@
 //! ([`load_result`]), and a fresh evaluation of its newest checkpoint ([`evaluate_run`]).
 
 use crate::config::saved_config;
-use crate::data::prepare;
-use crate::error::{Result, RunError};
-use crate::model::{checkpoint_weights, Net, SegNet};
+use crate::data::{prepare, Prepared};
+use crate::error::{invalid, Result, RunError};
+use crate::model::{checkpoint_weights, initial_store, Net, SegNet};
+use crate::RunConfig;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 use vt_backbones::Task;
+use vt_ops::VarStore;
 use vt_train::{
     evaluate, read_log, ClassificationStep, EvalResult, LogRecord, MetricValue, SegmentationStep,
 };
@@ -155,10 +157,57 @@ pub fn evaluate_run(dir: &Path, data: Option<&Path>, device: &Device) -> Result<
     }
     let p = prepare(cfg, device)?;
     let (store, step, ema) = checkpoint_weights(dir, device)?;
-    let result = match p.cfg.model.task()? {
+    let result = evaluate_store(&p, &store, |s| s.finish().map_err(Into::into))?;
+    Ok(Evaluation {
+        model: p.cfg.model.preset.clone(),
+        step,
+        ema,
+        result,
+        source: p.source,
+    })
+}
+
+/// Evaluates hub model `cfg.model.pretrained` as it is, without training, on the config's
+/// test data ([`RunConfig::with_pretrained`] gives the geometry). Its head must fit the data's
+/// classes: a head started fresh would score chance.
+pub fn evaluate_pretrained(cfg: RunConfig, device: &Device) -> Result<Evaluation> {
+    let Some(id) = cfg.model.pretrained.clone() else {
+        invalid!("evaluate_pretrained: model.pretrained is not set")
+    };
+    let p = prepare(cfg, device)?;
+    let store = initial_store(&p.cfg.model, p.cfg.train.seed, device)?;
+    let result = evaluate_store(&p, &store, |s| {
+        s.finish()?;
+        let (fresh, _) = s.fresh_keys();
+        if !fresh.is_empty() {
+            invalid!(
+                "{id}: its head does not fit {} classes ({} would start untrained), so there is nothing to evaluate",
+                p.cfg.model.num_classes.unwrap_or(0),
+                fresh.join(", ")
+            )
+        }
+        Ok(())
+    })?;
+    Ok(Evaluation {
+        model: p.cfg.model.preset.clone(),
+        step: 0,
+        ema: false,
+        result,
+        source: p.source,
+    })
+}
+
+/// The test metrics of the model of `p` with the variables of `store`; `check` runs once the
+/// model is built (the store's key check).
+fn evaluate_store(
+    p: &Prepared,
+    store: &VarStore,
+    check: impl Fn(&VarStore) -> Result<()>,
+) -> Result<EvalResult> {
+    Ok(match p.cfg.model.task()? {
         Task::Classification => {
-            let net = Net::new(&p.cfg.model, &store)?;
-            store.finish()?;
+            let net = Net::new(&p.cfg.model, store)?;
+            check(store)?;
             let task = ClassificationStep {
                 model: &net,
                 label_smoothing: 0.0,
@@ -167,18 +216,11 @@ pub fn evaluate_run(dir: &Path, data: Option<&Path>, device: &Device) -> Result<
             evaluate(&task, p.test.as_ref())?
         }
         Task::Segmentation => {
-            let net = SegNet::new(&p.cfg.model, &store)?;
-            store.finish()?;
+            let net = SegNet::new(&p.cfg.model, store)?;
+            check(store)?;
             let classes = net.0.config().num_classes;
             evaluate(&SegmentationStep::new(&net, classes), p.test.as_ref())?
         }
-    };
-    Ok(Evaluation {
-        model: p.cfg.model.preset.clone(),
-        step,
-        ema,
-        result,
-        source: p.source,
     })
 }
 

@@ -4,9 +4,9 @@
 use crate::config::RunConfig;
 use crate::data::{prepare, Prepared};
 use crate::error::{invalid, Result, RunError};
-use crate::model::{load_teacher, Net, SegNet};
+use crate::model::{initial_store, load_teacher, Net, SegNet};
 use crate::results::RunMetrics;
-use candle_core::{DType, Device};
+use candle_core::Device;
 use std::path::Path;
 use vt_backbones::Task;
 use vt_ops::{Cost, VarStore};
@@ -36,10 +36,11 @@ pub fn train(cfg: RunConfig, out: &Path, device: &Device, opts: &RunOptions) -> 
     }
     let p = prepare(cfg, device)?;
     p.cfg.save(&out.join("config.toml"))?;
-    let store = VarStore::seeded(p.cfg.train.seed, DType::F32, device);
+    let store = initial_store(&p.cfg.model, p.cfg.train.seed, device)?;
     match p.cfg.model.task()? {
         Task::Classification => {
             let net = Net::new(&p.cfg.model, &store)?;
+            report_pretrained(&p.cfg.model, &store)?;
             let cost = net.cost(p.cfg.data.image_size);
             announce(&p, cost, opts);
             let teacher = match &p.cfg.train.distillation {
@@ -52,6 +53,7 @@ pub fn train(cfg: RunConfig, out: &Path, device: &Device, opts: &RunOptions) -> 
         }
         Task::Segmentation => {
             let net = SegNet::new(&p.cfg.model, &store)?;
+            report_pretrained(&p.cfg.model, &store)?;
             let cost = net.cost(p.cfg.data.image_size);
             announce(&p, cost, opts);
             let classes = net.0.config().num_classes;
@@ -111,4 +113,29 @@ fn fit(
         metrics.save(&out.join("metrics.json"))?;
     }
     Ok(metrics)
+}
+
+/// For a run starting from pretrained weights: any mismatch outside the fresh keys is the
+/// store's one error; what started fresh and what was skipped is printed.
+fn report_pretrained(model: &crate::ModelSection, store: &VarStore) -> Result<()> {
+    let Some(id) = &model.pretrained else {
+        return Ok(());
+    };
+    store.finish()?;
+    let (fresh, skipped) = store.fresh_keys();
+    eprintln!(
+        "pretrained {id}: {} tensors initialised fresh{}; skipped from the checkpoint: {}",
+        fresh.len(),
+        match fresh.len() {
+            0 => String::new(),
+            n if n <= 8 => format!(" ({})", fresh.join(", ")),
+            _ => format!(" ({}, ...)", fresh[..8].join(", ")),
+        },
+        if skipped.is_empty() {
+            "none".to_string()
+        } else {
+            skipped.join(", ")
+        }
+    );
+    Ok(())
 }
