@@ -178,7 +178,12 @@ pub fn inspect(path: &std::path::Path, format: Option<&str>, workers: usize) -> 
             false => open_classification(path, Some(format))
                 .with_context(|| format!("opening {} as {format}", path.display()))?,
         };
-        let _ = writeln!(text, "format: {format} ({})", data.source);
+        let name = if hub {
+            "hub".to_string()
+        } else {
+            format.to_string()
+        };
+        let _ = writeln!(text, "format: {name} ({})", data.source);
         let _ = writeln!(text, "classes: {}", data.num_classes);
         for (split, ds) in [("train", &data.train), ("test", &data.test)] {
             let st = scan(&**ds, workers, |s: &vt_data::ClassSample, st| {

@@ -176,7 +176,8 @@ fn pretrained_weights_and_hub_data_from_the_cache() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("hub dataset vt-test/photos") && text.contains("train: 24 samples"),
+        text.contains("format: hub (hub dataset vt-test/photos")
+            && text.contains("train: 24 samples"),
         "{text}"
     );
     for args in [
