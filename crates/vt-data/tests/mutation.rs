@@ -14,7 +14,7 @@ use vt_data::idx::read_idx;
 use vt_data::{cifar, DataError, Image, LabelMap};
 use vt_ops::mutate::{byte_flips, overwrite, truncations, Mutant};
 
-const SEED: u64 = 0x5eed_11;
+const SEED: u64 = 0x005e_ed11;
 
 fn subset(name: &str) -> Vec<u8> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -234,7 +234,7 @@ fn jpeg_and_png_images_and_label_maps() {
     // PNG: every flip inside a chunk is caught by its CRC (the signature aside).
     let whole = std::fs::read(&png).unwrap();
     let flips = byte_flips(&whole, SEED + 3, 32, Some(8..whole.len()));
-    all_errors_naming(&png, &run_mutants(&png, &flips, |p| Image::open_rgb(p)));
+    all_errors_naming(&png, &run_mutants(&png, &flips, Image::open_rgb));
 
     // Header edits: zero and huge sizes in the JPEG frame header and the PNG IHDR.
     let whole = std::fs::read(&jpg).unwrap();
@@ -252,7 +252,7 @@ fn jpeg_and_png_images_and_label_maps() {
             "with a frame header claiming 65535 bytes",
         ),
     ];
-    run_mutants(&jpg, &edits, |p| Image::open_rgb(p));
+    run_mutants(&jpg, &edits, Image::open_rgb);
     let whole = std::fs::read(&png).unwrap();
     let edits = [
         overwrite(&whole, 16, &[0; 4], "with width 0"),
@@ -269,7 +269,7 @@ fn jpeg_and_png_images_and_label_maps() {
             "with an IHDR length past the end",
         ),
     ];
-    all_errors_naming(&png, &run_mutants(&png, &edits, |p| Image::open_rgb(p)));
+    all_errors_naming(&png, &run_mutants(&png, &edits, Image::open_rgb));
 }
 
 /// The case: a photo cut to 10, 50, 90 or 99 % of its bytes, in an image folder, is

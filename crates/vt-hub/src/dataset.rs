@@ -62,7 +62,7 @@ impl Dataset for EncodedImages {
 /// (or validation), `None` neither.
 fn split_of(name: &str) -> Option<bool> {
     let parts: Vec<&str> = name.split(['/', '-', '_', '.']).collect();
-    if parts.iter().any(|p| *p == "train") {
+    if parts.contains(&"train") {
         Some(true)
     } else if parts
         .iter()

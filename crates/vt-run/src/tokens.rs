@@ -15,7 +15,8 @@ use vt_data::transforms::Prepare;
 use vt_data::{ClassSample, Image, LabelMap, Rng, SegSample};
 use vt_layers::TokenAttention;
 
-/// A trained run's model, either task.
+/// A trained run's model, either task (one per call, so its size does not matter).
+#[allow(clippy::large_enum_variant)]
 enum Model {
     Classifier(Net),
     Segmenter(SegNet),
