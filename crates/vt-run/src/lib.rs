@@ -12,6 +12,7 @@
 //! * [`train()`]: one run end to end;
 //! * [`predict`]: class maps of a trained segmentation run, PNG class maps and overlays;
 //! * [`results`]: `metrics.json`, a finished run read back, a checkpoint evaluated again;
+//! * [`stats`]: statistics over seeds (mean, std, paired 95 % intervals, the verdict rule);
 //! * [`tokens`]: what the VT tokens attend to (the token picture, entropy, foreground ratio);
 //! * [`error`]: the one error type, [`RunError`], naming the file or key at fault.
 //!
@@ -31,6 +32,7 @@ pub mod error;
 pub mod model;
 pub mod predict;
 pub mod results;
+pub mod stats;
 pub mod tokens;
 mod train;
 
