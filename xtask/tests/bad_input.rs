@@ -2,23 +2,10 @@
 //! set, and corrupt weights, configs, checkpoints and logs. Each is a clear error (exit code
 //! 1, the message naming the argument or file), never a panic (exit code 101).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .unwrap()
-}
-
-fn tmp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vt-bad-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use common::{tmp_dir, xtask};
+use std::path::Path;
 
 /// Fails unless the command exited with 1 and its stderr holds every part.
 fn fails_with(args: &[&str], parts: &[&str]) {
@@ -43,7 +30,7 @@ fn argument_values_no_run_can_use() {
             "input 16x16 is smaller than the model's output stride 32",
         ],
     );
-    let out = tmp_dir("args");
+    let out = tmp_dir("bad-args");
     let out = out.to_str().unwrap();
     let train = |extra: &[&str], parts: &[&str]| {
         let mut args = vec!["train", "--model", "resnet18", "--out", out];
@@ -76,7 +63,7 @@ fn argument_values_no_run_can_use() {
 
 #[test]
 fn truncated_photos_are_listed_by_data_inspect() {
-    let dir = tmp_dir("photos");
+    let dir = tmp_dir("bad-photos");
     let photo = |path: &Path, seed: u8| {
         let img = image::RgbImage::from_fn(120, 90, |x, y| {
             image::Rgb([(x * 2) as u8 ^ seed, (y * 3) as u8, (x + y) as u8])
@@ -108,7 +95,7 @@ fn truncated_photos_are_listed_by_data_inspect() {
 
 #[test]
 fn corrupt_run_files_through_the_commands() {
-    let dir = tmp_dir("runfiles");
+    let dir = tmp_dir("bad-runfiles");
     let run = dir.join("run");
     let run_s = run.to_str().unwrap();
     let mut cfg = vt_run::RunConfig::small_data("resnet18", 1, 16);

@@ -3,22 +3,24 @@
 //! ResNet weights (the head fresh where it does not fit), a run trains on `hf:` data, and the
 //! commands read the cache offline or say what is missing.
 
+mod common;
+
 use candle_core::{DType, Device};
 use std::path::Path;
-use std::process::{Command, Output};
 use vt_backbones::{preset, ResNet, Stem};
 use vt_hub::{image_shard, put_in_cache, RepoKind};
 use vt_ops::VarStore;
 use vt_run::{initial_store, Net, RunConfig, RunOptions, SegNet};
 
-fn xtask(cache: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .env("HF_HUB_CACHE", cache)
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .unwrap()
+fn xtask(cache: &Path, args: &[&str]) -> std::process::Output {
+    let offline = std::ffi::OsStr::new("1");
+    common::xtask_with(
+        args,
+        &[
+            ("HF_HUB_CACHE", cache.as_os_str()),
+            ("HF_HUB_OFFLINE", offline),
+        ],
+    )
 }
 
 /// An ImageNet-shaped ResNet checkpoint (1000 classes, ImageNet stem) at width `width`, put in

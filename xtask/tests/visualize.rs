@@ -1,25 +1,22 @@
 //! `xtask visualize` on a classification and a segmentation run, and the §6 statistics.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn tmp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vt-vis-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use common::{tmp_dir, xtask};
+use std::path::Path;
 
 fn visualize(run: &Path, image: &Path, out: &Path) -> serde_json::Value {
-    let o = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["visualize", "--checkpoint"])
-        .arg(run)
-        .arg("--image")
-        .arg(image)
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap();
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let (run, image, out_s) = (path(run), path(image), path(out));
+    let o = xtask(&[
+        "visualize",
+        "--checkpoint",
+        &run,
+        "--image",
+        &image,
+        "--out",
+        &out_s,
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let png = image::open(out.join("tokens.png")).unwrap();
     assert!(
@@ -52,7 +49,7 @@ fn check_modules(v: &serde_json::Value, modules: &[&str], tokens: usize) {
 
 #[test]
 fn tokens_of_a_classifier_and_a_segmenter() {
-    let dir = tmp_dir("runs");
+    let dir = tmp_dir("vis-runs");
     let dev = candle_core::Device::Cpu;
     let image = dir.join("digit.png");
     image::GrayImage::from_fn(28, 28, |x, y| image::Luma([((x * 9 + y * 3) % 256) as u8]))

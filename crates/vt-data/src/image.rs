@@ -99,13 +99,7 @@ impl Image {
     /// a truncated or corrupt file is an error that names it (see [`crate::decode`]).
     pub fn open_rgb(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-        let d = decode::decode_rgb(path, &bytes)?;
-        Ok(Self {
-            width: d.width,
-            height: d.height,
-            channels: d.channels,
-            data: d.data,
-        })
+        Self::decode_rgb(&bytes, path)
     }
 }
 
