@@ -8,6 +8,7 @@ mod flops;
 mod infer;
 mod list;
 mod parity;
+mod plots;
 mod report;
 mod reproduce;
 mod run;

@@ -1,53 +1,51 @@
 //! The segmentation section of the reproduction report (Tables 9/10): FPN against VT-FPN, the
 //! curves, per-class IoU and PNG overlays of predictions, rendered from each run's files.
 
-use crate::report::{line_chart, smooth};
-use crate::run::{saved_config, write_overlay, RunResult, Segmentation};
+use crate::plots::band_chart;
+use crate::report::{mean_std, smoothed_loss, Comparison};
+use crate::run::{saved_config, write_overlay, Segmentation};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use vt_backbones::{preset, Preset, SegmenterPreset, SemanticFpn};
+use vt_run::reproduce::ModelRuns;
 use vt_train::metrics::{MIOU, PER_CLASS_IOU, PIXEL_ACC};
 
 /// Validation images drawn as overlays per run.
 const OVERLAYS: usize = 3;
 
-/// One segmentation run of the report.
+/// One segmentation model of the report over its seeds.
 pub struct SegRow {
-    pub name: String,
+    pub m: ModelRuns,
     pub preset: &'static Preset,
     pub paper: &'static SegmenterPreset,
-    pub result: RunResult,
-    pub dir: PathBuf,
-    /// Neck and total MACs at the run's input size.
+    /// Neck MACs at the run's input size.
     pub neck_macs: u64,
     pub input: usize,
 }
 
 impl SegRow {
-    pub fn new(name: &str, preset_name: &str, dir: &Path, result: RunResult) -> Result<Self> {
-        let preset = preset(preset_name)?;
-        let cfg = saved_config(dir)?;
+    pub fn new(m: ModelRuns) -> Result<Self> {
+        let preset = preset(m.preset)?;
+        let cfg = saved_config(&m.dirs[0])?;
         let s = cfg.data.image_size;
         let model = SemanticFpn::new(
             &cfg.model.segmentation_config()?,
             VarBuilder::zeros(DType::F32, &Device::Cpu),
         )?;
         Ok(SegRow {
-            name: name.into(),
             preset,
             paper: preset.segmenter()?,
-            result,
-            dir: dir.to_path_buf(),
             neck_macs: model.neck_cost(s, s).macs,
             input: s,
+            m,
         })
     }
 
-    fn scalar(&self, name: &str) -> f64 {
-        self.result.metrics.scalar(name).unwrap_or(f64::NAN)
+    fn mean_of(&self, f: impl Fn(&vt_run::RunResult) -> f64) -> f64 {
+        self.m.mean_of(f)
     }
 
     fn is_vt(&self) -> bool {
@@ -56,78 +54,76 @@ impl SegRow {
 }
 
 /// Writes `segmentation.csv`, `segmentation_miou.svg`, `segmentation_loss.svg` and
-/// `overlays/*.png` into `out`; returns the report's markdown section.
-pub fn section(out: &Path, rows: &[SegRow], device: &Device) -> Result<String> {
+/// `overlays/*.png` into `out`; returns the report's markdown section and the comparisons of
+/// VT-FPN against FPN.
+pub fn section(out: &Path, rows: &[SegRow], device: &Device) -> Result<(String, Vec<Comparison>)> {
     let mut md = String::new();
     if rows.is_empty() {
-        return Ok(md);
+        return Ok((md, vec![]));
     }
-    let mut csv = String::from("run,preset,miou,pixel_acc,loss,neck_macs,macs,params,train_images_per_sec,epochs,input,paper_coco_miou,paper_lip_miou,paper_neck_gmacs_800x1216\n");
+    let mut csv = String::from("run,preset,seed,miou,pixel_acc,loss,neck_macs,macs,params,train_images_per_sec,epochs,input,paper_coco_miou,paper_lip_miou,paper_neck_gmacs_800x1216\n");
     for r in rows {
-        let m = &r.result.metrics;
-        writeln!(
-            csv,
-            "{},{},{:.4},{:.4},{:.5},{},{},{},{:.2},{},{},{},{},{}",
-            r.name,
-            r.preset.name,
-            r.scalar(MIOU),
-            r.scalar(PIXEL_ACC),
-            m.loss,
-            r.neck_macs,
-            m.macs,
-            m.params,
-            m.images_per_sec,
-            m.epochs,
-            r.input,
-            r.paper.rows[0].miou,
-            r.paper.rows[1].miou,
-            r.paper.rows[0].neck_gmacs
-        )?;
+        for (seed, run) in r.m.seeds.iter().zip(&r.m.runs) {
+            let m = &run.metrics;
+            writeln!(
+                csv,
+                "{},{},{seed},{:.4},{:.4},{:.5},{},{},{},{:.2},{},{},{},{},{}",
+                r.m.name,
+                r.preset.name,
+                m.scalar(MIOU).unwrap_or(f64::NAN),
+                m.scalar(PIXEL_ACC).unwrap_or(f64::NAN),
+                m.loss,
+                r.neck_macs,
+                m.macs,
+                m.params,
+                m.images_per_sec,
+                m.epochs,
+                r.input,
+                r.paper.rows[0].miou,
+                r.paper.rows[1].miou,
+                r.paper.rows[0].neck_gmacs
+            )?;
+        }
     }
     std::fs::write(out.join("segmentation.csv"), csv)?;
-    let series = |f: &dyn Fn(&SegRow) -> Vec<(f64, f64)>| -> Vec<(String, Vec<(f64, f64)>)> {
-        rows.iter().map(|r| (r.name.clone(), f(r))).collect()
-    };
-    line_chart(
+    let miou: Vec<_> = rows
+        .iter()
+        .map(|r| (r.m.name.clone(), r.m.band(|x| x.curve(MIOU))))
+        .collect();
+    band_chart(
         &out.join("segmentation_miou.svg"),
-        "segmentation: test mIoU",
+        "segmentation: test mIoU (mean ± std over seeds)",
         "epoch",
         "mIoU %",
-        &series(&|r| r.result.curve(MIOU)),
+        &miou,
     )?;
-    line_chart(
+    let loss: Vec<_> = rows
+        .iter()
+        .map(|r| (r.m.name.clone(), r.m.band(|x| smoothed_loss(x, 10))))
+        .collect();
+    band_chart(
         &out.join("segmentation_loss.svg"),
-        "segmentation: training loss",
+        "segmentation: training loss (mean ± std over seeds)",
         "step",
         "loss (moving average)",
-        &series(&|r| {
-            let l: Vec<(f64, f64)> = r
-                .result
-                .train_loss
-                .iter()
-                .map(|&(s, l)| (s as f64, l))
-                .collect();
-            smooth(&l, 10)
-        }),
+        &loss,
     )?;
 
-    let m0 = &rows[0].result.metrics;
+    let m0 = &rows[0].m.runs[0].metrics;
     writeln!(md, "## Segmentation (Tables 9 / 10)\n")?;
-    writeln!(md, "Data: {} — {} training samples per epoch, {} test images; {} epochs per run, input {s}x{s} (MACs at that size). One recipe, one seed.\n", m0.data_source, m0.train_samples, m0.test_samples, m0.epochs, s = rows[0].input)?;
-    writeln!(md, "| model | mIoU % | pixel acc % | test loss | neck GMACs | total GMACs | M params | train img/s | paper mIoU COCO-stuff / LIP | paper neck GMACs (800x1216 / 473x473) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(md, "Data: {} — {} training samples per epoch, {} test images; {} epochs per run, input {s}x{s} (MACs at that size); {} seeds per model, mean ± std.\n", m0.data_source, m0.train_samples, m0.test_samples, m0.epochs, rows[0].m.runs.len(), s = rows[0].input)?;
+    writeln!(md, "| model | mIoU % | pixel acc % | neck GMACs | total GMACs | M params | train img/s | paper mIoU COCO-stuff / LIP | paper neck GMACs (800x1216 / 473x473) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     for r in rows {
-        let m = &r.result.metrics;
         writeln!(
             md,
-            "| {} | {:.2} | {:.2} | {:.4} | {:.3} | {:.3} | {:.3} | {:.1} | {} / {} | {} / {} |",
-            r.name,
-            r.scalar(MIOU),
-            r.scalar(PIXEL_ACC),
-            m.loss,
+            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.1} | {} / {} | {} / {} |",
+            r.m.name,
+            mean_std(r.m.summary(MIOU)),
+            mean_std(r.m.summary(PIXEL_ACC)),
             r.neck_macs as f64 / 1e9,
-            m.macs as f64 / 1e9,
-            m.params as f64 / 1e6,
-            m.images_per_sec,
+            r.mean_of(|x| x.metrics.macs as f64) / 1e9,
+            r.mean_of(|x| x.metrics.params as f64) / 1e6,
+            r.mean_of(|x| x.metrics.images_per_sec),
             r.paper.rows[0].miou,
             r.paper.rows[1].miou,
             r.paper.rows[0].neck_gmacs,
@@ -135,8 +131,9 @@ pub fn section(out: &Path, rows: &[SegRow], device: &Device) -> Result<String> {
         )?;
     }
     md.push('\n');
-    for v in verdicts(rows) {
-        writeln!(md, "{v}")?;
+    let comparisons = comparisons(rows);
+    for c in &comparisons {
+        writeln!(md, "{}", c.line())?;
     }
     md.push('\n');
 
@@ -144,18 +141,18 @@ pub fn section(out: &Path, rows: &[SegRow], device: &Device) -> Result<String> {
     let models = rows
         .iter()
         .map(|r| {
-            Segmentation::load(&r.dir, device)
-                .with_context(|| format!("cannot load {}", r.dir.display()))
+            Segmentation::load(&r.m.dirs[0], device)
+                .with_context(|| format!("cannot load {}", r.m.dirs[0].display()))
         })
         .collect::<Result<Vec<_>>>()?;
     let seg = &models[0];
     let names = &seg.data.class_names;
     write!(
         md,
-        "Per-class IoU % (– : class absent from the test ground truth)\n\n| class |"
+        "Per-class IoU %, mean over seeds (– : class absent from the test ground truth)\n\n| class |"
     )?;
     for r in rows {
-        write!(md, " {} |", r.name)?;
+        write!(md, " {} |", r.m.name)?;
     }
     write!(md, "\n|---|{}\n", "---:|".repeat(rows.len()))?;
     for k in 0..seg.num_classes {
@@ -165,11 +162,19 @@ pub fn section(out: &Path, rows: &[SegRow], device: &Device) -> Result<String> {
             .unwrap_or_else(|| format!("class {k}"));
         write!(md, "| {name} |")?;
         for r in rows {
-            let v = r
-                .result
-                .metrics
-                .per_class(PER_CLASS_IOU)
-                .and_then(|p| p.get(k).copied().flatten());
+            let per_seed: Vec<f64> =
+                r.m.runs
+                    .iter()
+                    .filter_map(|x| {
+                        x.metrics
+                            .per_class(PER_CLASS_IOU)?
+                            .get(k)
+                            .copied()
+                            .flatten()
+                    })
+                    .collect();
+            let v = (!per_seed.is_empty())
+                .then(|| per_seed.iter().sum::<f64>() / per_seed.len() as f64);
             write!(md, " {} |", v.map_or("–".into(), |v| format!("{v:.2}")))?;
         }
         md.push('\n');
@@ -179,21 +184,22 @@ pub fn section(out: &Path, rows: &[SegRow], device: &Device) -> Result<String> {
     // overlays: image | ground truth | prediction, for the first validation images
     let dir = out.join("overlays");
     std::fs::create_dir_all(&dir)?;
-    writeln!(md, "Predictions on the first {OVERLAYS} test images (image | ground truth | prediction, VOC colours):\n")?;
+    writeln!(md, "Predictions of seed 0 on the first {OVERLAYS} test images (image | ground truth | prediction, VOC colours):\n")?;
     for (r, seg) in rows.iter().zip(&models) {
         for (i, p) in seg.predict_test(OVERLAYS)?.iter().enumerate() {
-            let file = format!("overlays/{}_{i}.png", r.name);
+            let file = format!("overlays/{}_{i}.png", r.m.name);
             write_overlay(&out.join(&file), p)?;
-            writeln!(md, "![{} test image {i}]({file})", r.name)?;
+            writeln!(md, "![{} test image {i}]({file})", r.m.name)?;
         }
         md.push('\n');
     }
     writeln!(md, "![segmentation: test mIoU per epoch](segmentation_miou.svg)\n\n![segmentation: training loss](segmentation_loss.svg)\n")?;
-    Ok(md)
+    Ok((md, comparisons))
 }
 
-/// FPN against VT-FPN on the same trunk: mIoU, neck MACs and speed against the paper's.
-fn verdicts(rows: &[SegRow]) -> Vec<String> {
+/// VT-FPN against FPN on the same trunk: mIoU paired by seed against the paper's COCO-stuff
+/// difference, with the neck and total MAC ratios and the speed ratio.
+fn comparisons(rows: &[SegRow]) -> Vec<Comparison> {
     let mut out = vec![];
     for fpn in rows.iter().filter(|r| !r.is_vt()) {
         let Some(vt) = rows
@@ -202,28 +208,27 @@ fn verdicts(rows: &[SegRow]) -> Vec<String> {
         else {
             continue;
         };
-        let d = vt.scalar(MIOU) - fpn.scalar(MIOU);
         let (pc, pl) = (
             vt.paper.rows[0].miou - fpn.paper.rows[0].miou,
             vt.paper.rows[1].miou - fpn.paper.rows[1].miou,
         );
         let neck = fpn.neck_macs as f64 / vt.neck_macs as f64;
-        let total = fpn.result.metrics.macs as f64 / vt.result.metrics.macs as f64;
-        let speed = vt.result.metrics.images_per_sec / fpn.result.metrics.images_per_sec;
-        out.push(format!(
-            "- {} vs {}: mIoU {d:+.2} points (paper {pc:+.2} on COCO-stuff, {pl:+.2} on LIP) — {}.",
-            vt.name,
-            fpn.name,
-            if d >= -0.5 {
-                "equal or better, as the paper claims"
-            } else {
-                "VT-FPN is **worse** here, unlike the paper"
-            }
-        ));
-        out.push(format!(
-            "- Neck MACs: FPN / VT-FPN = {neck:.2}x at {s}x{s} (paper 6.48x at 800x1216, 6.40x at 473x473; the saving grows with the input); total MACs {total:.2}x (paper 1.41x); training images/s VT-FPN / FPN = {speed:.2}x.",
-            s = fpn.input
-        ));
+        let macs = |r: &SegRow| r.mean_of(|x| x.metrics.macs as f64);
+        let speed = |r: &SegRow| r.mean_of(|x| x.metrics.images_per_sec);
+        out.push(Comparison {
+            suite: vt_run::reproduce::Suite::Segmentation,
+            label: format!("{} − {}", vt.m.name, fpn.m.name),
+            paper_row: "Tables 9/10".into(),
+            metric: "mIoU",
+            ours: vt.m.paired(&fpn.m, MIOU),
+            paper: pc,
+            note: format!(
+                " (paper {pl:+.2} on LIP). Neck MACs: FPN / VT-FPN = {neck:.2}x at {s}x{s} (paper 6.48x at 800x1216, 6.40x at 473x473; the saving grows with the input); total MACs {:.2}x (paper 1.41x); training images/s VT-FPN / FPN = {:.2}x",
+                macs(fpn) / macs(vt),
+                speed(vt) / speed(fpn),
+                s = fpn.input
+            ),
+        });
     }
     out
 }

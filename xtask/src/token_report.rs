@@ -5,7 +5,7 @@
 use anyhow::Result;
 use candle_core::Device;
 use std::fmt::Write;
-use std::path::Path;
+use std::path::PathBuf;
 use vt_backbones::{preset, NeckConfig, PresetKind};
 
 /// Test samples the statistics are taken over, per run.
@@ -20,21 +20,21 @@ fn has_tokens(name: &str) -> bool {
     }
 }
 
-/// The markdown section over the runs `(suite, name, preset)` under `out`.
-pub fn section(out: &Path, runs: &[(&str, &str, &str)], device: &Device) -> Result<String> {
+/// The markdown section over the runs `(label, preset, directory)`.
+pub fn section(runs: &[(String, &str, PathBuf)], device: &Device) -> Result<String> {
     let mut md = String::from("## What the tokens attend to (§6)\n\n");
-    writeln!(md, "Over the first {SAMPLES} test samples of each run with VT modules: the mean entropy of each token's spatial coefficients (nats; mean over heads) against that of a uniform map, ln(HW), averaged over modules and tokens. A ratio below 1 means the tokens concentrate on parts of the map, as the paper's token figure shows. For segmentation, the foreground ratio is the attention per labelled-foreground pixel over that per background pixel (the paper: +28.3 % on LIP, i.e. 1.283). `cargo xtask visualize --checkpoint RUN --image FILE` draws the maps.\n")?;
+    writeln!(md, "Over the first {SAMPLES} test samples of each model's first seed with VT modules: the mean entropy of each token's spatial coefficients (nats; mean over heads) against that of a uniform map, ln(HW), averaged over modules and tokens. A ratio below 1 means the tokens concentrate on parts of the map, as the paper's token figure shows. For segmentation, the foreground ratio is the attention per labelled-foreground pixel over that per background pixel (the paper: +28.3 % on LIP, i.e. 1.283). `cargo xtask visualize --checkpoint RUN --image FILE` draws the maps.\n")?;
     writeln!(md, "| run | samples | mean entropy | uniform | ratio | foreground / background |\n|---|---:|---:|---:|---:|---:|")?;
     let mut any = false;
-    for (suite, name, preset_name) in runs {
+    for (label, preset_name, dir) in runs {
         if !has_tokens(preset_name) {
             continue;
         }
-        let s = vt_run::token_statistics(&out.join(suite).join(name), SAMPLES, device)?;
+        let s = vt_run::token_statistics(dir, SAMPLES, device)?;
         any = true;
         writeln!(
             md,
-            "| {suite}/{name} | {} | {:.3} | {:.3} | {:.3} | {} |",
+            "| {label} | {} | {:.3} | {:.3} | {:.3} | {} |",
             s.samples,
             s.mean_entropy,
             s.uniform_entropy,

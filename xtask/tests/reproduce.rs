@@ -1,5 +1,6 @@
-//! `cargo xtask reproduce --preset smoke` end to end: every run trains, the report has every
-//! table filled, and a second invocation skips the finished runs.
+//! `cargo xtask reproduce --preset smoke` end to end: every model trains with 2 paired seeds,
+//! the report has every table, interval and verdict filled, and a second invocation skips the
+//! finished runs.
 
 use std::process::Command;
 
@@ -28,10 +29,10 @@ fn smoke_reproduction_writes_a_complete_report() {
     );
     // the default VT-ResNet-18 is both a classification and an ablation row: trained once
     assert!(String::from_utf8_lossy(&first.stderr)
-        .contains("vt_resnet18: same run as classification/vt_resnet18, reused"));
+        .contains("ablation/vt_resnet18 seed 1: same run as classification/vt_resnet18, reused"));
     let dir = out.join("smoke");
     // the reused run carries the checkpoint too: it evaluates like the one it copies
-    let twin = dir.join("ablation/vt_resnet18");
+    let twin = dir.join("ablation/vt_resnet18/seed1");
     assert!(twin.join("checkpoints/latest").is_file());
     vt_run::evaluate_run(&twin, None, &candle_core::Device::Cpu).expect("the reused run evaluates");
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
@@ -72,30 +73,39 @@ fn smoke_reproduction_writes_a_complete_report() {
             "ablation row {row} missing:\n{report}"
         );
     }
-    assert!(report.contains("## What matches the paper and what doesn't"));
+    // every comparison has its interval over the 2 seeds and a verdict from it
+    assert!(report.contains("## Conclusions"), "{report}");
     assert_eq!(
-        report.matches(" points vs the default").count(),
-        8,
+        report.matches(" − vt_resnet18 (Table ").count(),
+        8 + 8, // each ablation's line, and its place in the conclusions
         "{report}"
     );
+    assert_eq!(
+        report.matches("95 % interval over 2 paired seeds").count(),
+        2 + 8 + 1,
+        "{report}"
+    );
+    assert!(report.contains(" ± "), "{report}");
     assert!(!report.contains("NaN"), "{report}");
     let csv = std::fs::read_to_string(dir.join("results.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 1 + 4 + 9);
+    assert_eq!(csv.lines().count(), 1 + 2 * (4 + 9));
     for svg in [
         "classification_top1.svg",
         "classification_loss.svg",
         "accuracy_vs_macs.svg",
         "ablation_top1.svg",
         "ablation_loss.svg",
+        "paired_differences.svg",
     ] {
         let text = std::fs::read_to_string(dir.join(svg)).unwrap();
         assert!(
-            text.starts_with("<svg") && text.contains("polyline"),
+            text.starts_with("<svg") && (text.contains("polyline") || text.contains("circle")),
             "{svg}"
         );
     }
     let metrics: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("classification/vt_resnet18/metrics.json")).unwrap(),
+        &std::fs::read_to_string(dir.join("classification/vt_resnet18/seed0/metrics.json"))
+            .unwrap(),
     )
     .unwrap();
     for key in ["top1", "top5", "loss", "macs", "params", "images_per_sec"] {
@@ -105,7 +115,7 @@ fn smoke_reproduction_writes_a_complete_report() {
         );
     }
     // `eval` on a run directory reproduces the run's final test top-1
-    let run_dir = dir.join("classification/vt_resnet18");
+    let run_dir = dir.join("classification/vt_resnet18/seed0");
     let out_eval = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["eval", "--checkpoint", run_dir.to_str().unwrap()])
         .env_remove("RUST_BACKTRACE")
@@ -141,7 +151,7 @@ fn smoke_reproduction_writes_a_complete_report() {
             );
         }
         let m: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.join(format!("segmentation/{model}/metrics.json")))
+            &std::fs::read_to_string(dir.join(format!("segmentation/{model}/seed1/metrics.json")))
                 .unwrap(),
         )
         .unwrap();
@@ -151,7 +161,7 @@ fn smoke_reproduction_writes_a_complete_report() {
     assert!(report.contains("Neck MACs: FPN / VT-FPN = "), "{report}");
     assert!(report.contains("| background |"), "{report}");
     let seg_csv = std::fs::read_to_string(dir.join("segmentation.csv")).unwrap();
-    assert_eq!(seg_csv.lines().count(), 1 + 2);
+    assert_eq!(seg_csv.lines().count(), 1 + 2 * 2);
     // rerunning skips every finished run
     let second = run();
     assert!(second.status.success());
@@ -159,6 +169,6 @@ fn smoke_reproduction_writes_a_complete_report() {
         String::from_utf8_lossy(&second.stderr)
             .matches("finished earlier, skipped")
             .count(),
-        15
+        2 * 15
     );
 }

@@ -144,12 +144,19 @@ pub fn classification_pipelines(
 ) -> Result<(Pipeline, Pipeline)> {
     let s = data.image_size;
     let normalize = normalization(data, channels)?;
+    // images stored at another size (28 px Fashion-MNIST for a 56 px model) are resized to
+    // the input first; for images that already fit both steps are identities
+    let fit = || {
+        Compose::new()
+            .then(Resize { shorter: s })
+            .then(CenterCrop { size: (s, s) })
+    };
     let train = match data.augment {
-        Augment::None => Compose::new(),
+        Augment::None => fit(),
         Augment::ScaleCropFlip => {
             invalid!("data.augment scale_crop_flip is a segmentation recipe")
         }
-        Augment::PadCropFlip => Compose::new()
+        Augment::PadCropFlip => fit()
             .then(RandomCrop::padded(s, (s / 8).max(1)))
             .then(RandomHorizontalFlip::default()),
         Augment::CropFlip => Compose::new()
@@ -164,7 +171,7 @@ pub fn classification_pipelines(
         Augment::CropFlip | Augment::AutoAugment => Compose::new()
             .then(Resize { shorter: s * 8 / 7 })
             .then(CenterCrop { size: (s, s) }),
-        _ => Compose::new(),
+        _ => fit(),
     };
     Ok((
         Pipeline::new(train, Some(normalize.clone())),

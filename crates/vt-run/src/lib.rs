@@ -11,6 +11,8 @@
 //! * [`model`]: the backbones as vt-train models, checkpoint weights, the distillation teacher;
 //! * [`train()`]: one run end to end;
 //! * [`predict`]: class maps of a trained segmentation run, PNG class maps and overlays;
+//! * [`reproduce`]: the paper's experiments as planned runs over paired seeds, executed,
+//!   skipped or resumed, and gathered per model;
 //! * [`results`]: `metrics.json`, a finished run read back, a checkpoint evaluated again;
 //! * [`stats`]: statistics over seeds (mean, std, paired 95 % intervals, the verdict rule);
 //! * [`tokens`]: what the VT tokens attend to (the token picture, entropy, foreground ratio);
@@ -31,6 +33,7 @@ pub mod data;
 pub mod error;
 pub mod model;
 pub mod predict;
+pub mod reproduce;
 pub mod results;
 pub mod stats;
 pub mod tokens;

@@ -3,7 +3,6 @@
 //! arguments of the PyTorch side (`benches/peer/models.py`).
 
 use super::Mode;
-use crate::reproduce;
 use anyhow::{anyhow, bail, Result};
 use candle_core::{DType, Device, ModuleT, Tensor};
 use serde::{Deserialize, Serialize};
@@ -37,7 +36,7 @@ impl Recipe {
     /// The model and training sections of `model` under this recipe, classes and channels set.
     pub fn config(self, model: &str) -> Result<RunConfig> {
         let task = preset(model)?.task();
-        let mut cfg = reproduce::cpu_recipe(model)?;
+        let mut cfg = vt_run::reproduce::cpu_recipe(model)?;
         match self {
             Self::Reproduce => {
                 cfg.model.in_channels = Some(1);

@@ -39,10 +39,19 @@ pub enum Interp {
     Nearest,
 }
 
-/// Applies a plan. `fill` is the value of padded pixels.
+/// Applies a plan. `fill` is the value of padded pixels. A resize to the image's own size and a
+/// crop of the whole image are identities and cost nothing, so a pipeline may fit every image
+/// to the model's input without slowing the images that already fit.
 pub fn run_plan(mut img: Image, plan: &[Step], interp: Interp, fill: u8) -> Image {
     for step in plan {
         img = match *step {
+            Step::Resize { width, height }
+            | Step::Crop {
+                x: 0,
+                y: 0,
+                width,
+                height,
+            } if (width, height) == (img.width, img.height) => img,
             Step::Pad {
                 left,
                 top,
