@@ -213,8 +213,9 @@ fn classification_template(
 }
 
 /// The segmentation recipe of each level (`RunConfig::segmentation`: SGD with momentum, poly
-/// LR, random scale + crop + flip). `cpu`: width 1/4, 128 px mosaics (the VT-FPN neck saves
-/// 2.3x of the FPN's MACs there; 4.5x at 256 px), 3 epochs of 240 mosaics.
+/// LR, random scale + crop + flip). `cpu`: width 1/4, 128 px mosaics, 3 epochs of 240 (the
+/// VT-FPN neck's saving grows with the input: 4.5x of the FPN's MACs at 256 px, 1.5x at 64 px;
+/// the report prints it at the size trained); `long`: 256 px, 3 epochs of 800.
 fn segmentation_template(
     level: Level,
     preset_name: &str,
