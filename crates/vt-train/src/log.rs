@@ -23,6 +23,9 @@ pub enum LogRecord {
         loss: f64,
         lr: f64,
         images_per_sec: f64,
+        /// The gradient's global L2 norm before clipping (logged when `grad_clip` is set).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grad_norm: Option<f64>,
     },
     /// The end of a training epoch: its sample-weighted mean training loss.
     Epoch {
@@ -159,6 +162,7 @@ mod tests {
                 loss: 0.5,
                 lr: 0.1,
                 images_per_sec: 10.0,
+                grad_norm: Some(2.5),
             },
             LogRecord::Eval {
                 step: 1,

@@ -198,9 +198,10 @@ impl<'t> Fit<'t> {
             );
         }
         let mut grads = out.loss.backward()?;
-        if let Some(max) = cfg.grad_clip {
-            clip_grad_norm(&mut grads, &self.params, max)?;
-        }
+        let grad_norm = match cfg.grad_clip {
+            Some(max) => Some(clip_grad_norm(&mut grads, &self.params, max)?),
+            None => None,
+        };
         self.opt.step(&grads, lr)?;
         if let Some(e) = &mut self.ema {
             e.update(&self.vars)?;
@@ -214,7 +215,7 @@ impl<'t> Fit<'t> {
         let dt = t0.elapsed().as_secs_f64();
         s.train_seconds += dt;
         s.train_images += n as u64;
-        self.report_step(loss, lr, n as f64 / dt.max(1e-9))?;
+        self.report_step(loss, lr, grad_norm, n as f64 / dt.max(1e-9))?;
         let every = cfg.checkpoint_every;
         if every > 0 && self.state.step % every == 0 {
             self.save()?;
@@ -223,7 +224,7 @@ impl<'t> Fit<'t> {
     }
 
     /// The step record (every `log_every` steps) and the progress display.
-    fn report_step(&mut self, loss: f64, lr: f64, ips: f64) -> Result<()> {
+    fn report_step(&mut self, loss: f64, lr: f64, grad_norm: Option<f64>, ips: f64) -> Result<()> {
         let (step, epoch) = (self.state.step, self.state.epoch);
         if step % self.trainer.cfg.log_every.max(1) == 0 {
             self.log.write(&LogRecord::Step {
@@ -232,6 +233,7 @@ impl<'t> Fit<'t> {
                 loss,
                 lr,
                 images_per_sec: ips,
+                grad_norm,
             })?;
         }
         if let Some(b) = &self.bar {
