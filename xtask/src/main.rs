@@ -6,6 +6,7 @@ mod data;
 mod eval;
 mod flops;
 mod infer;
+mod launch;
 mod list;
 mod parity;
 mod plots;
@@ -95,12 +96,16 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // candle attaches a backtrace to its errors when RUST_BACKTRACE is set; a user
-            // needs the message, so only the text before the first frame is printed
-            let msg = format!("{e:#}");
-            let end = msg.find("\n   0: ").unwrap_or(msg.len());
-            eprintln!("error: {}", &msg[..end]);
+            eprintln!("error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes for a user: candle attaches a backtrace to its errors when
+/// RUST_BACKTRACE is set, and only the text before the first frame is kept.
+fn error_text(e: &anyhow::Error) -> String {
+    let msg = format!("{e:#}");
+    let end = msg.find("\n   0: ").unwrap_or(msg.len());
+    msg[..end].to_string()
 }

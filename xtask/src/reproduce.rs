@@ -36,9 +36,15 @@ pub struct Args {
     seg_data: Option<PathBuf>,
     #[arg(long, default_value = "runs/reproduce")]
     out: PathBuf,
+    #[command(flatten)]
+    launch: crate::launch::Launch,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    args.launch.clone().run(|group| reproduce(args, group))
+}
+
+fn reproduce(args: Args, group: &vt_ops::Group) -> Result<()> {
     let device = crate::device(&args.device)?;
     let out = args.out.join(args.preset.name());
     let req = Request {
@@ -52,7 +58,10 @@ pub fn run(args: Args) -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let mut results = Vec::with_capacity(runs.len());
     for i in 0..runs.len() {
-        results.push(execute(&runs, i, &out, &device)?);
+        results.push(execute(&runs, i, &out, &device, group)?);
+    }
+    if !group.is_main() {
+        return Ok(()); // rank 0 writes the report
     }
     let models = ModelRuns::group(&runs, results, &out);
     let (mut rows, mut seg_rows) = (vec![], vec![]);

@@ -51,6 +51,8 @@ pub struct Args {
     /// Continue the run in --out from its last checkpoint (its saved config is used).
     #[arg(long)]
     resume: bool,
+    #[command(flatten)]
+    launch: crate::launch::Launch,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -103,12 +105,22 @@ pub fn run(args: Args) -> Result<()> {
             cfg.train.seed = s;
         }
     }
-    let opts = RunOptions {
-        resume: args.resume,
-        progress: true,
-        max_steps: None,
-    };
-    let m = run::train(cfg, &args.out, &device, &opts)?;
+    args.launch.run(|group| {
+        let opts = RunOptions {
+            resume: args.resume,
+            progress: true,
+            max_steps: None,
+            group: group.clone(),
+        };
+        let m = run::train(cfg, &args.out, &device, &opts)?;
+        if group.is_main() {
+            print_result(&m, &args.out);
+        }
+        Ok(())
+    })
+}
+
+fn print_result(m: &vt_run::RunMetrics, out: &std::path::Path) {
     println!(
         "{}: test {}; {:.1} MMACs, {:.3} M params; {:.0} train images/s; {}",
         m.model,
@@ -116,7 +128,6 @@ pub fn run(args: Args) -> Result<()> {
         m.macs as f64 / 1e6,
         m.params as f64 / 1e6,
         m.images_per_sec,
-        args.out.join("metrics.json").display()
+        out.join("metrics.json").display()
     );
-    Ok(())
 }

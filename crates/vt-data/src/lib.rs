@@ -50,7 +50,7 @@ pub use dataset::{
 pub use error::DataError;
 pub use idx::{embedded_fashion_mnist, fashion_mnist};
 pub use image::{FloatImage, Image, LabelMap};
-pub use loader::{Batch, Epoch, Loader, LoaderConfig};
+pub use loader::{Batch, Epoch, Loader, LoaderConfig, Shard};
 pub use mosaic::{fashion_mnist_mosaics, MosaicConfig, Mosaics};
 pub use transforms::auto::{AutoAugment, RandAugment};
 pub use transforms::geometric::{

@@ -34,6 +34,35 @@ pub struct LoaderConfig {
     /// Skip samples that fail to load or transform (counted in [`Epoch::skipped`]) instead of
     /// ending the epoch with their error.
     pub skip_bad: bool,
+    /// This process's share of every batch in a data-parallel run.
+    pub shard: Shard,
+}
+
+/// The share of each batch one rank of a data-parallel run loads, as PyTorch's
+/// `DistributedSampler` deals it: rank `r` of `w` takes positions `r, r + w, r + 2w, ...` of
+/// every batch of the epoch's order, so the ranks' batches together are the batch a single
+/// process would load (`batch_size` is the global batch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub rank: usize,
+    pub world_size: usize,
+}
+
+impl Shard {
+    /// Everything: a single process.
+    pub const WHOLE: Shard = Shard {
+        rank: 0,
+        world_size: 1,
+    };
+
+    fn take(&self, batch: &[usize]) -> Vec<usize> {
+        batch
+            .iter()
+            .skip(self.rank)
+            .step_by(self.world_size)
+            .copied()
+            .collect()
+    }
 }
 
 impl LoaderConfig {
@@ -47,6 +76,7 @@ impl LoaderConfig {
             prefetch: 4,
             seed: 0,
             skip_bad: false,
+            shard: Shard::WHOLE,
         }
     }
 }
@@ -86,6 +116,12 @@ impl<S: 'static> Loader<S> {
             return Err(DataError::Config(
                 "loader batch_size must be at least 1".into(),
             ));
+        }
+        let Shard { rank, world_size } = config.shard;
+        if world_size == 0 || rank >= world_size {
+            return Err(DataError::Config(format!(
+                "loader shard: rank {rank} of a world of {world_size}"
+            )));
         }
         Ok(Self {
             dataset,
@@ -138,7 +174,7 @@ impl<S: 'static> Loader<S> {
             .chunks(self.config.batch_size)
             .take(self.num_batches())
             .skip(first)
-            .map(<[usize]>::to_vec)
+            .map(|b| self.config.shard.take(b))
             .collect();
         let job = Arc::new(Job {
             dataset: self.dataset.clone(),

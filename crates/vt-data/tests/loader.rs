@@ -1,5 +1,5 @@
 //! The loader: same batches for 0, 1 and 4 workers; order per epoch; drop_last; segmentation
-//! batches; progress counter; batch shape errors.
+//! batches; progress counter; batch shape errors; the shards of a data-parallel run.
 
 use candle_core::Device;
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use vt_data::transforms::seg::{Joint, SegPipeline};
 use vt_data::transforms::Pipeline;
 use vt_data::{
     Batch, ClassSample, Compose, Dataset, Loader, LoaderConfig, MosaicConfig, Mosaics, Normalize,
-    RandAugment, RandomCrop, RandomHorizontalFlip, RandomResizedCrop,
+    RandAugment, RandomCrop, RandomHorizontalFlip, RandomResizedCrop, Shard,
 };
 
 fn toy(n: usize) -> Arc<dyn Dataset<Sample = ClassSample>> {
@@ -207,4 +207,45 @@ fn a_resumed_epoch_reads_only_its_unfinished_batches() {
             b.images.flatten_all().unwrap().to_vec1::<f32>().unwrap()
         );
     }
+}
+
+#[test]
+fn the_shards_of_a_batch_are_together_the_batch_one_process_loads() {
+    let ds = toy(43);
+    let cfg = LoaderConfig {
+        seed: 5,
+        drop_last: false,
+        ..LoaderConfig::new(8)
+    };
+    let whole = run(ds.clone(), cfg.clone(), 2);
+    let shard = |rank, world_size| {
+        let cfg = LoaderConfig {
+            shard: Shard { rank, world_size },
+            ..cfg.clone()
+        };
+        run(ds.clone(), cfg, 2)
+    };
+    let (r0, r1, r2) = (shard(0, 3), shard(1, 3), shard(2, 3));
+    // 43 samples in batches of 8: the last batch has 3, one per rank
+    assert_eq!((r0.len(), r1.len(), r2.len()), (6, 6, 6));
+    for (b, w) in whole.iter().enumerate() {
+        let px = w.0.len() / w.2.len();
+        for (i, &index) in w.2.iter().enumerate() {
+            let (rank, at) = (i % 3, i / 3);
+            let s = [&r0, &r1, &r2][rank];
+            assert_eq!(s[b].2[at], index, "batch {b}, position {i}");
+            assert_eq!(s[b].1[at], w.1[i]);
+            // the same augmentation draws: a sample's image does not depend on its rank
+            assert_eq!(&s[b].0[at * px..(at + 1) * px], &w.0[i * px..(i + 1) * px]);
+        }
+    }
+    let bad = LoaderConfig {
+        shard: Shard {
+            rank: 2,
+            world_size: 2,
+        },
+        ..cfg
+    };
+    let err = Loader::new(ds, augment(), bad, &Device::Cpu).err().unwrap();
+    assert!(err.to_string().contains("rank 2 of a world of 2"), "{err}");
 }

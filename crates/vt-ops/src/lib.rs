@@ -14,11 +14,14 @@
 //! * [`stochastic`]: dropout and drop-path;
 //! * [`store`]: seeded initialisation and checked weight loading (one error lists every bad key);
 //! * [`rng`]: the seeded generator and the mask source of stochastic layers;
+//! * [`collective`]: the ranks of a data-parallel run (`ProcessGroup`), a differentiable
+//!   all-reduce, synchronised batch norm;
 //! * [`cost`]: MAC and parameter accounting;
 //! * [`mutate`]: seeded byte mutations of files, for the readers' robustness tests.
 
 pub mod batch_norm;
 pub mod bias;
+pub mod collective;
 pub mod conv;
 pub mod cost;
 mod gemm;
@@ -38,6 +41,7 @@ mod softmax_cpu;
 pub mod stochastic;
 pub mod store;
 
+pub use collective::{Group, ProcessGroup, SingleProcess};
 pub use cost::{Cost, CostBreakdown};
 pub use group_norm::GroupNorm;
 pub use nn::{BatchNorm, Conv1x1, Conv2d, Conv2dConfig, Linear};

@@ -341,8 +341,26 @@ impl BatchNorm {
             );
         }
         let m = self.momentum;
-        let unbiased = n as f64 / (n as f64 - 1.0);
-        let (y, mean, var) = if self.fused && crate::cpu_kernels(x.device()) {
+        let sync = crate::collective::sync_batch_norm();
+        let (y, mean, var, count) = if let Some(group) = sync {
+            // the global batch's statistics: one all-reduce of (Σx, Σx²) per channel, whose
+            // backward all-reduces their gradients
+            let dims: Vec<usize> = (0..rank).filter(|&d| d != 1).collect();
+            let s1 = x.sum_keepdim(dims.as_slice())?;
+            let s2 = x.sqr()?.sum_keepdim(dims.as_slice())?;
+            let sums = crate::collective::all_reduce_sum(&Tensor::cat(&[&s1, &s2], 0)?, &group)?;
+            let mut total = [n as f64];
+            group.all_reduce_f64(&mut total)?;
+            let mean = (sums.narrow(0, 0, 1)? / total[0])?;
+            let var = ((sums.narrow(0, 1, 1)? / total[0])? - mean.sqr()?)?;
+            let scale = col(&self.weight)?.broadcast_div(&(&var + self.eps)?.sqrt()?)?;
+            let y = x
+                .broadcast_sub(&mean)?
+                .broadcast_mul(&scale)?
+                .broadcast_add(&col(&self.bias)?)?;
+            let flat = |t: Tensor| t.detach().flatten_all();
+            (act(y)?, flat(mean)?, flat(var)?, total[0])
+        } else if self.fused && crate::cpu_kernels(x.device()) {
             let op = crate::batch_norm::BatchNormTrain {
                 eps: self.eps,
                 relu,
@@ -356,6 +374,7 @@ impl BatchNorm {
                 y,
                 Tensor::new(mean, dev)?.to_dtype(x.dtype())?,
                 Tensor::new(var, dev)?.to_dtype(x.dtype())?,
+                n as f64,
             )
         } else {
             let dims: Vec<usize> = (0..rank).filter(|&d| d != 1).collect();
@@ -368,8 +387,10 @@ impl BatchNorm {
                 act(y)?,
                 mean.detach().flatten_all()?,
                 var.detach().flatten_all()?,
+                n as f64,
             )
         };
+        let unbiased = count / (count - 1.0);
         self.running_mean
             .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
         self.running_var

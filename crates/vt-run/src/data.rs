@@ -11,7 +11,7 @@ use vt_data::transforms::{Pipeline, Prepare};
 use vt_data::{
     AutoAugment, CenterCrop, ChannelStats, Compose, Dataset, Loader, LoaderConfig, MosaicConfig,
     Normalize, RandomCrop, RandomHorizontalFlip, RandomResizedCrop, Resize, SegPipeline,
-    SegmentationData,
+    SegmentationData, Shard,
 };
 use vt_ops::Rng;
 use vt_train::BatchSource;
@@ -197,10 +197,16 @@ pub struct Prepared {
 /// Opens the data of the config's task, completes the model section from it, and builds both
 /// loaders.
 pub fn prepare(cfg: RunConfig, device: &Device) -> Result<Prepared> {
+    prepare_shard(cfg, device, Shard::WHOLE)
+}
+
+/// [`prepare`] for one rank of a data-parallel run: both loaders yield `shard`'s part of each
+/// batch (`train.batch_size` stays the global batch).
+pub fn prepare_shard(cfg: RunConfig, device: &Device, shard: Shard) -> Result<Prepared> {
     cfg.validate()?;
     match cfg.model.task()? {
-        Task::Classification => prepare_classification(cfg, device),
-        Task::Segmentation => prepare_segmentation(cfg, device),
+        Task::Classification => prepare_classification(cfg, device, shard),
+        Task::Segmentation => prepare_segmentation(cfg, device, shard),
     }
 }
 
@@ -319,12 +325,13 @@ pub fn segmentation_pipelines(
     Ok((train, SegPipeline::eval(divisor, Some(normalize))?))
 }
 
-fn loader_configs(cfg: &RunConfig) -> (LoaderConfig, LoaderConfig) {
+fn loader_configs(cfg: &RunConfig, shard: Shard) -> (LoaderConfig, LoaderConfig) {
     let train = LoaderConfig {
         shuffle: true,
         drop_last: true,
         workers: cfg.data.workers,
         seed: cfg.train.seed,
+        shard,
         ..LoaderConfig::new(cfg.train.batch_size)
     };
     let test = LoaderConfig {
@@ -335,7 +342,7 @@ fn loader_configs(cfg: &RunConfig) -> (LoaderConfig, LoaderConfig) {
     (train, test)
 }
 
-fn prepare_segmentation(mut cfg: RunConfig, device: &Device) -> Result<Prepared> {
+fn prepare_segmentation(mut cfg: RunConfig, device: &Device, shard: Shard) -> Result<Prepared> {
     let data = open_segmentation_data(&cfg.data, cfg.train.seed)?;
     if data.train.is_empty() || data.test.is_empty() {
         invalid!("{}: the train or test split is empty", data.source);
@@ -359,6 +366,7 @@ fn prepare_segmentation(mut cfg: RunConfig, device: &Device) -> Result<Prepared>
         Arc::new(test_p),
         data.source,
         device,
+        shard,
     )
 }
 
@@ -371,8 +379,9 @@ fn loaders<S: Send + 'static>(
     test_pipeline: Arc<dyn Prepare<S>>,
     source: String,
     device: &Device,
+    shard: Shard,
 ) -> Result<Prepared> {
-    let (train_cfg, test_cfg) = loader_configs(&cfg);
+    let (train_cfg, test_cfg) = loader_configs(&cfg, shard);
     let test_samples = test_set.len();
     let classes = cfg.model.num_classes.unwrap_or(usize::MAX);
     let train = Loader::new(train_set, train_pipeline, train_cfg, device)?;
@@ -411,7 +420,7 @@ pub fn open_classification_data(
     }
 }
 
-fn prepare_classification(mut cfg: RunConfig, device: &Device) -> Result<Prepared> {
+fn prepare_classification(mut cfg: RunConfig, device: &Device, shard: Shard) -> Result<Prepared> {
     let data = match &cfg.data.path {
         None => vt_data::fashion_mnist(None)?,
         Some(p) => open_classification_data(p, format(&cfg.data)?)?,
@@ -435,6 +444,7 @@ fn prepare_classification(mut cfg: RunConfig, device: &Device) -> Result<Prepare
         Arc::new(test_p),
         data.source,
         device,
+        shard,
     )
 }
 

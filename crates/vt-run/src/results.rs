@@ -42,10 +42,17 @@ pub struct RunMetrics {
     pub train_samples: usize,
     pub test_samples: usize,
     pub data_source: String,
+    /// Processes of the data-parallel run (1: a single process).
+    #[serde(default = "one")]
+    pub world_size: usize,
 }
 
 fn classification() -> Task {
     Task::Classification
+}
+
+fn one() -> usize {
+    1
 }
 
 impl RunMetrics {
@@ -274,6 +281,7 @@ mod tests {
             train_samples: 64,
             test_samples: 32,
             data_source: "d".into(),
+            world_size: 1,
         }
     }
 

@@ -2,17 +2,18 @@
 //! `metrics.json`.
 
 use crate::config::RunConfig;
-use crate::data::{prepare, Prepared};
+use crate::data::{prepare_shard, Prepared};
 use crate::error::{invalid, Result, RunError};
 use crate::model::{initial_store, load_teacher, Net, SegNet};
 use crate::results::RunMetrics;
 use candle_core::Device;
 use std::path::Path;
 use vt_backbones::Task;
-use vt_ops::{Cost, VarStore};
+use vt_data::Shard;
+use vt_ops::{Cost, Group, VarStore};
 use vt_train::{ClassificationStep, Classifier, SegmentationStep, TrainStep, Trainer};
 
-/// How to run: continue or start, show progress, stop early.
+/// How to run: continue or start, show progress, stop early, alone or as one rank of many.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunOptions {
     /// Continue the run in the directory from its newest checkpoint.
@@ -21,12 +22,24 @@ pub struct RunOptions {
     pub progress: bool,
     /// Stop after this many optimizer steps (no `metrics.json` is written then).
     pub max_steps: Option<u64>,
+    /// The ranks of a data-parallel run (default: this process alone). Every rank calls
+    /// [`train`] with the same config and directory; `train.batch_size` is the global batch,
+    /// each rank loads `batch / world` of it, and rank 0 alone writes the files.
+    pub group: Group,
 }
 
 /// Trains (or resumes) the run in `out`: writes the resolved `config.toml`, the log and the
 /// checkpoints, and `metrics.json` when the run completes.
 pub fn train(cfg: RunConfig, out: &Path, device: &Device, opts: &RunOptions) -> Result<RunMetrics> {
     cfg.validate()?; // before the run directory is made
+    let group = &opts.group;
+    let world = group.world_size();
+    if cfg.train.batch_size % world != 0 {
+        invalid!(
+            "--batch-size {} is the global batch of {world} processes and must be a multiple of {world}",
+            cfg.train.batch_size
+        );
+    }
     std::fs::create_dir_all(out).map_err(|e| RunError::io("create", out, e))?;
     if !opts.resume && out.join("checkpoints/latest").exists() {
         invalid!(
@@ -34,8 +47,14 @@ pub fn train(cfg: RunConfig, out: &Path, device: &Device, opts: &RunOptions) -> 
             out.display()
         );
     }
-    let p = prepare(cfg, device)?;
-    p.cfg.save(&out.join("config.toml"))?;
+    let shard = Shard {
+        rank: group.rank(),
+        world_size: world,
+    };
+    let p = prepare_shard(cfg, device, shard)?;
+    if group.is_main() {
+        p.cfg.save(&out.join("config.toml"))?;
+    }
     let store = initial_store(&p.cfg.model, p.cfg.train.seed, device)?;
     match p.cfg.model.task()? {
         Task::Classification => {
@@ -64,7 +83,7 @@ pub fn train(cfg: RunConfig, out: &Path, device: &Device, opts: &RunOptions) -> 
 }
 
 fn announce(p: &Prepared, cost: Cost, opts: &RunOptions) {
-    if opts.progress {
+    if opts.progress && opts.group.is_main() {
         eprintln!(
             "{}: {:.1} MMACs, {:.3} M params at {}px; data: {} ({} train / {} test samples)",
             p.cfg.model.preset,
@@ -93,6 +112,7 @@ fn fit(
         store,
         max_steps: opts.max_steps,
         progress: opts.progress,
+        group: opts.group.clone(),
     };
     let summary = trainer.fit(task, p.train.as_ref(), p.test.as_ref(), opts.resume)?;
     let metrics = RunMetrics {
@@ -108,8 +128,9 @@ fn fit(
         train_samples: p.train_samples,
         test_samples: summary.test.samples,
         data_source: p.source.clone(),
+        world_size: opts.group.world_size(),
     };
-    if !summary.stopped_early {
+    if !summary.stopped_early && opts.group.is_main() {
         metrics.save(&out.join("metrics.json"))?;
     }
     Ok(metrics)

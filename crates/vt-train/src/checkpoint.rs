@@ -26,6 +26,13 @@ pub struct TrainState {
     /// Seconds spent in training steps and images processed (for images/s across resumes).
     pub train_seconds: f64,
     pub train_images: u64,
+    /// Processes of the data-parallel run that wrote it (a resume needs as many).
+    #[serde(default = "one")]
+    pub world_size: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 pub struct Loaded {

@@ -30,6 +30,22 @@ impl Ema {
         Ok(())
     }
 
+    /// Sets the shadow values `which` selects to rank 0's (in a data-parallel run, the shadow
+    /// batch-norm statistics follow each rank's own; the weights agree already).
+    pub fn broadcast_from_rank0(
+        &mut self,
+        group: &vt_ops::Group,
+        which: impl Fn(&str) -> bool,
+    ) -> Result<()> {
+        if !group.is_distributed() {
+            return Ok(());
+        }
+        for (_, s) in self.shadow.iter_mut().filter(|(k, _)| which(k)) {
+            *s = group.broadcast_tensor(s, 0)?;
+        }
+        Ok(())
+    }
+
     /// Copies the EMA values into the model; returns the values they replaced.
     pub fn swap_in(&self, vars: &BTreeMap<String, Var>) -> Result<BTreeMap<String, Tensor>> {
         let mut saved = BTreeMap::new();

@@ -7,6 +7,7 @@ use crate::trainer::BatchSource;
 use candle_core::{DType, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use vt_ops::Group;
 
 /// Sample-weighted mean loss and the task's metrics (named by [`crate::metrics`]'s constants)
 /// over one pass of the data.
@@ -48,6 +49,17 @@ pub(crate) fn scalar(t: &Tensor) -> Result<f64> {
 
 /// Eval-mode loss and the step's metrics over one pass of `data` (its epoch 0, in order).
 pub fn evaluate(step: &dyn TrainStep, data: &dyn BatchSource) -> Result<EvalResult> {
+    evaluate_sharded(step, data, &Group::default())
+}
+
+/// [`evaluate`] when each rank of `group` holds a shard of the data: every rank evaluates its
+/// shard, then the loss sums, sample counts and metric counts are summed over the ranks, so
+/// every rank returns the result of the whole pass.
+pub fn evaluate_sharded(
+    step: &dyn TrainStep,
+    data: &dyn BatchSource,
+    group: &Group,
+) -> Result<EvalResult> {
     let mut metrics = step.eval_metrics();
     let (mut loss_sum, mut samples) = (0.0, 0usize);
     for (b, batch) in data.epoch(0, 0).enumerate() {
@@ -64,6 +76,18 @@ pub fn evaluate(step: &dyn TrainStep, data: &dyn BatchSource) -> Result<EvalResu
                 .map_err(|e| e.context(format!("evaluation batch {b}")))?;
         }
     }
+    if group.is_distributed() {
+        let mut counts = vec![loss_sum, samples as f64];
+        let lens: Vec<usize> = metrics.iter().map(|m| m.counts().len()).collect();
+        counts.extend(metrics.iter().flat_map(|m| m.counts()));
+        group.all_reduce_f64(&mut counts)?;
+        (loss_sum, samples) = (counts[0], counts[1] as usize);
+        let mut at = 2;
+        for (m, n) in metrics.iter_mut().zip(lens) {
+            m.set_counts(&counts[at..at + n])?;
+            at += n;
+        }
+    }
     Ok(EvalResult {
         loss: loss_sum / samples.max(1) as f64,
         samples,
@@ -78,12 +102,13 @@ pub(crate) fn evaluate_maybe_ema(
     data: &dyn BatchSource,
     ema: Option<&Ema>,
     vars: &BTreeMap<String, Var>,
+    group: &Group,
 ) -> Result<EvalResult> {
     let Some(e) = ema else {
-        return evaluate(step, data);
+        return evaluate_sharded(step, data, group);
     };
     let saved = e.swap_in(vars)?;
-    let r = evaluate(step, data);
+    let r = evaluate_sharded(step, data, group);
     Ema::restore(vars, saved)?;
     r
 }

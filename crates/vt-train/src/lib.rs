@@ -16,11 +16,13 @@
 //! * [`metrics`]: the [`Metric`] trait, top-k, the confusion matrix (mIoU, pixel accuracy);
 //! * [`eval`]: [`evaluate`] and its typed [`EvalResult`];
 //! * [`checkpoint`]: atomic checkpoints, bit-identical resume;
+//! * [`data_parallel`]: DDP's gradient averaging in buckets over a `vt_ops::Group`;
 //! * [`log`]: the typed JSON-lines records ([`LogRecord`], [`read_log`]);
 //! * [`trainer`]: the loop and its progress display.
 
 pub mod checkpoint;
 pub mod config;
+pub mod data_parallel;
 pub mod ema;
 pub mod eval;
 pub mod log;
@@ -32,7 +34,7 @@ pub mod step;
 pub mod trainer;
 
 pub use config::{DistillConfig, TrainConfig};
-pub use eval::{evaluate, EvalResult};
+pub use eval::{evaluate, evaluate_sharded, EvalResult};
 pub use log::{read_log, LogRecord};
 pub use metrics::{ConfusionMatrix, Metric, MetricValue, TopK};
 pub use optim::{Optimizer, OptimizerConfig};

@@ -35,6 +35,10 @@ pub enum LogRecord {
         train_loss: f64,
         lr: f64,
         train_images_per_sec: f64,
+        /// Seconds of the epoch's steps spent averaging gradients and losses over the ranks
+        /// (data-parallel runs only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        all_reduce_seconds: Option<f64>,
     },
     /// The test evaluation after an epoch (of the EMA weights when `ema`).
     Eval {

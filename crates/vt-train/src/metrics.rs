@@ -55,6 +55,19 @@ pub trait Metric {
     /// The named values so far. A value that is undefined (nothing seen yet) is left out, so
     /// every reported number is finite.
     fn values(&self) -> Vec<(String, MetricValue)>;
+    /// The additive counts behind the values (hits and samples, a confusion matrix): what a
+    /// sharded evaluation sums over the ranks.
+    fn counts(&self) -> Vec<f64>;
+    /// Replaces the counts by `counts`, laid out as [`Metric::counts`] gives them.
+    fn set_counts(&mut self, counts: &[f64]) -> Result<()>;
+}
+
+/// `counts` checked against the length a metric expects.
+fn expect_counts<'a>(what: &str, counts: &'a [f64], n: usize) -> Result<&'a [f64]> {
+    if counts.len() != n {
+        bail!("{what}: {} counts given, {n} expected", counts.len());
+    }
+    Ok(counts)
 }
 
 /// Top-k accuracy in percent: the label is among the k largest logits (ties count against).
@@ -110,6 +123,16 @@ impl Metric for TopK {
         }
         let v = 100.0 * self.hits as f64 / self.count as f64;
         vec![(format!("top{}", self.k), MetricValue::Scalar(v))]
+    }
+
+    fn counts(&self) -> Vec<f64> {
+        vec![self.hits as f64, self.count as f64]
+    }
+
+    fn set_counts(&mut self, counts: &[f64]) -> Result<()> {
+        let c = expect_counts("top-k", counts, 2)?;
+        (self.hits, self.count) = (c[0] as usize, c[1] as usize);
+        Ok(())
     }
 }
 
@@ -223,6 +246,17 @@ impl Metric for ConfusionMatrix {
             ),
         ]
     }
+
+    fn counts(&self) -> Vec<f64> {
+        // exact: a pass counts far fewer than 2^53 pixels
+        self.counts.iter().map(|&c| c as f64).collect()
+    }
+
+    fn set_counts(&mut self, counts: &[f64]) -> Result<()> {
+        let c = expect_counts("confusion matrix", counts, self.counts.len())?;
+        self.counts = c.iter().map(|&v| v as u64).collect();
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -330,6 +364,33 @@ mod tests {
         let mut empty = ConfusionMatrix::new(2, 255);
         empty.add(&[0, 1], &[255, 255])?;
         assert!(empty.values().is_empty());
+        Ok(())
+    }
+
+    /// What a sharded evaluation does: the counts of two halves, summed and set, give the
+    /// values of the whole pass.
+    #[test]
+    fn summed_counts_of_two_shards_are_the_whole_pass() -> Result<()> {
+        let (gt, pred) = ([0u32, 0, 0, 1, 1, 2, 2, 255], [0u32, 0, 1, 1, 3, 2, 0, 2]);
+        let mut whole = ConfusionMatrix::new(5, 255);
+        whole.add(&pred, &gt)?;
+        let (mut a, mut b) = (ConfusionMatrix::new(5, 255), ConfusionMatrix::new(5, 255));
+        a.add(&pred[..3], &gt[..3])?;
+        b.add(&pred[3..], &gt[3..])?;
+        let summed: Vec<f64> = a
+            .counts()
+            .iter()
+            .zip(b.counts())
+            .map(|(x, y)| x + y)
+            .collect();
+        a.set_counts(&summed)?;
+        assert_eq!(a, whole);
+        assert_eq!(a.values(), whole.values());
+        let mut top = TopK::new(1);
+        top.set_counts(&[3.0, 4.0])?;
+        assert_eq!(top.values()[0].1, MetricValue::Scalar(75.0));
+        let err = top.set_counts(&[1.0]).unwrap_err().to_string();
+        assert!(err.contains("top-k: 1 counts given, 2 expected"), "{err}");
         Ok(())
     }
 }

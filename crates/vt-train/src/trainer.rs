@@ -6,10 +6,11 @@
 
 use crate::checkpoint::{self, TrainState};
 use crate::config::TrainConfig;
+use crate::data_parallel::{average_gradients, broadcast_from_rank0, sum_over_ranks};
 use crate::ema::Ema;
 use crate::eval::{evaluate_maybe_ema, scalar, EvalResult};
 use crate::log::{LogRecord, LogWriter};
-use crate::optim::{clip_grad_norm, param_groups, Optimizer, Param};
+use crate::optim::{clip_grad_norm, is_running_stat, param_groups, Optimizer, Param};
 use crate::step::TrainStep;
 use candle_core::{bail, Error, Result, Tensor, Var};
 use serde::Serialize;
@@ -17,7 +18,7 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
-use vt_ops::VarStore;
+use vt_ops::{Group, VarStore};
 
 /// Batches of `(images, targets)`: targets are what the step expects (class labels `(N,)` u32,
 /// label maps `(N, H, W)` u32, ...). The order of epoch `e` must depend only on the seed and `e`.
@@ -49,8 +50,11 @@ pub struct Trainer<'a> {
     pub store: &'a VarStore,
     /// Stop after this many optimizer steps (a budget; tests use it to simulate a kill).
     pub max_steps: Option<u64>,
-    /// Show progress (a bar on a terminal, plain lines otherwise).
+    /// Show progress (a bar on a terminal, plain lines otherwise; rank 0 only).
     pub progress: bool,
+    /// The ranks of a data-parallel run (`Group::default()`: this process alone). Each rank's
+    /// `BatchSource`s yield its shard; rank 0 alone writes the log and the checkpoints.
+    pub group: Group,
 }
 
 impl Trainer<'_> {
@@ -81,13 +85,13 @@ impl Trainer<'_> {
         let test = match last_test {
             Some(t) => t,
             // resumed a finished run: evaluate what the checkpoint holds
-            None => evaluate_maybe_ema(task, test, fit.ema.as_ref(), &fit.vars)?,
+            None => fit.evaluate(test)?,
         };
         Ok(fit.summary(test, false))
     }
 
     fn progress_bar(&self, total: u64, at: u64) -> Option<indicatif::ProgressBar> {
-        if !self.progress || !std::io::stderr().is_terminal() {
+        if !self.progress || !self.group.is_main() || !std::io::stderr().is_terminal() {
             return None;
         }
         let bar = indicatif::ProgressBar::new(total);
@@ -108,9 +112,12 @@ struct Fit<'t> {
     opt: Box<dyn Optimizer>,
     ema: Option<Ema>,
     state: TrainState,
-    log: LogWriter,
+    /// Rank 0's log (`None` on the other ranks).
+    log: Option<LogWriter>,
     bar: Option<indicatif::ProgressBar>,
     steps_per_epoch: u64,
+    /// Seconds of this epoch's steps spent in collectives (data-parallel runs).
+    all_reduce_seconds: f64,
 }
 
 impl<'t> Fit<'t> {
@@ -136,8 +143,10 @@ impl<'t> Fit<'t> {
             Some(d) => Some(Ema::new(&vars, d)?),
             None => None,
         };
+        let group = &trainer.group;
         let mut state = TrainState {
             seed: cfg.seed,
+            world_size: group.world_size(),
             ..Default::default()
         };
         let loaded = if resume {
@@ -156,9 +165,27 @@ impl<'t> Fit<'t> {
                 ),
                 _ => {}
             }
+            if ck.state.world_size != group.world_size() {
+                bail!(
+                    "checkpoint {} was written by a run of {} process(es); this run has {}: resume it with the same world size (mpirun -n {})",
+                    ck.dir.display(),
+                    ck.state.world_size,
+                    group.world_size(),
+                    ck.state.world_size
+                );
+            }
             state = ck.state.clone();
+        } else {
+            // every rank starts from rank 0's weights, as DDP does
+            broadcast_from_rank0(&vars, group, |_| true)?;
         }
-        let log = LogWriter::open(&dir.join("log.jsonl"), loaded.map(|c| c.state.step))?;
+        let log = match group.is_main() {
+            true => Some(LogWriter::open(
+                &dir.join("log.jsonl"),
+                loaded.map(|c| c.state.step),
+            )?),
+            false => None,
+        };
         if let Some(noise) = task.noise() {
             noise.set_seed(cfg.seed);
         }
@@ -174,20 +201,27 @@ impl<'t> Fit<'t> {
             state,
             log,
             steps_per_epoch,
+            all_reduce_seconds: 0.0,
         })
     }
 
     /// One optimizer step on a batch: loss, NaN check, backward, clip, update, EMA, log,
     /// checkpoint.
     fn train_step(&mut self, x: &Tensor, y: &Tensor) -> Result<()> {
-        let cfg = &self.trainer.cfg;
+        let (cfg, group) = (&self.trainer.cfg, &self.trainer.group);
         let t0 = Instant::now();
         if let Some(noise) = self.task.noise() {
             noise.set_step(self.state.step);
         }
         let lr = cfg.schedule.lr(self.state.step, self.steps_per_epoch);
         let out = self.task.step(x, y, true)?;
-        let loss = scalar(&out.loss)?;
+        let n = y.dim(0)?;
+        let local_loss = scalar(&out.loss)? * n as f64;
+        let t_comm = Instant::now();
+        // the global batch's mean loss: every rank sees the same value and stops together
+        let (loss_sum, n) = sum_over_ranks(local_loss, n as f64, group)?;
+        let mut comm = t_comm.elapsed().as_secs_f64();
+        let (loss, n) = (loss_sum / n, n as usize);
         if !loss.is_finite() {
             bail!(
                 "loss is {loss} at step {} (epoch {}, batch {}); stopped. The last good checkpoint is kept in {}",
@@ -198,6 +232,10 @@ impl<'t> Fit<'t> {
             );
         }
         let mut grads = out.loss.backward()?;
+        let t_comm = Instant::now();
+        average_gradients(&mut grads, &self.params, group)?;
+        comm += t_comm.elapsed().as_secs_f64();
+        self.all_reduce_seconds += comm;
         let grad_norm = match cfg.grad_clip {
             Some(max) => Some(clip_grad_norm(&mut grads, &self.params, max)?),
             None => None,
@@ -206,7 +244,6 @@ impl<'t> Fit<'t> {
         if let Some(e) = &mut self.ema {
             e.update(&self.vars)?;
         }
-        let n = y.dim(0)?;
         let s = &mut self.state;
         s.step += 1;
         s.batch_in_epoch += 1;
@@ -226,8 +263,9 @@ impl<'t> Fit<'t> {
     /// The step record (every `log_every` steps) and the progress display.
     fn report_step(&mut self, loss: f64, lr: f64, grad_norm: Option<f64>, ips: f64) -> Result<()> {
         let (step, epoch) = (self.state.step, self.state.epoch);
-        if step % self.trainer.cfg.log_every.max(1) == 0 {
-            self.log.write(&LogRecord::Step {
+        let log_now = step % self.trainer.cfg.log_every.max(1) == 0;
+        if let Some(log) = self.log.as_mut().filter(|_| log_now) {
+            log.write(&LogRecord::Step {
                 step,
                 epoch,
                 loss,
@@ -242,7 +280,7 @@ impl<'t> Fit<'t> {
                 "epoch {} loss {loss:.4} lr {lr:.4} {ips:.0} img/s",
                 epoch + 1
             ));
-        } else if self.trainer.progress && step % 50 == 0 {
+        } else if self.trainer.progress && self.trainer.group.is_main() && step % 50 == 0 {
             let total = self.steps_per_epoch * self.trainer.cfg.epochs as u64;
             eprintln!(
                 "step {step}/{total} epoch {} loss {loss:.4} lr {lr:.5} {ips:.0} img/s",
@@ -254,24 +292,28 @@ impl<'t> Fit<'t> {
 
     /// The end of an epoch: test evaluation, epoch and eval records, checkpoint.
     fn end_epoch(&mut self, test: &dyn BatchSource) -> Result<EvalResult> {
-        let result = evaluate_maybe_ema(self.task, test, self.ema.as_ref(), &self.vars)?;
+        let result = self.evaluate(test)?;
         let s = &self.state;
         let train_loss = s.epoch_loss_sum / s.epoch_samples.max(1) as f64;
         let cfg = &self.trainer.cfg;
-        self.log.write(&LogRecord::Epoch {
-            step: s.step,
-            epoch: s.epoch,
-            train_loss,
-            lr: cfg.schedule.lr(s.step, self.steps_per_epoch),
-            train_images_per_sec: s.train_images as f64 / s.train_seconds.max(1e-9),
-        })?;
-        self.log.write(&LogRecord::Eval {
-            step: s.step,
-            epoch: s.epoch,
-            ema: self.ema.is_some(),
-            result: result.clone(),
-        })?;
-        if self.trainer.progress {
+        if let Some(log) = &mut self.log {
+            log.write(&LogRecord::Epoch {
+                step: s.step,
+                epoch: s.epoch,
+                train_loss,
+                lr: cfg.schedule.lr(s.step, self.steps_per_epoch),
+                train_images_per_sec: s.train_images as f64 / s.train_seconds.max(1e-9),
+                all_reduce_seconds: (self.trainer.group.is_distributed())
+                    .then_some(self.all_reduce_seconds),
+            })?;
+            log.write(&LogRecord::Eval {
+                step: s.step,
+                epoch: s.epoch,
+                ema: self.ema.is_some(),
+                result: result.clone(),
+            })?;
+        }
+        if self.trainer.progress && self.trainer.group.is_main() {
             let line = format!(
                 "epoch {}/{}: train loss {train_loss:.4}; test {}",
                 s.epoch + 1,
@@ -288,11 +330,27 @@ impl<'t> Fit<'t> {
         s.batch_in_epoch = 0;
         s.epoch_loss_sum = 0.0;
         s.epoch_samples = 0;
+        self.all_reduce_seconds = 0.0;
         self.save()?;
         Ok(result)
     }
 
-    fn save(&self) -> Result<PathBuf> {
+    /// The test pass of every rank's shard, reduced, with rank 0's batch-norm statistics (the
+    /// weights are equal on every rank).
+    fn evaluate(&mut self, test: &dyn BatchSource) -> Result<EvalResult> {
+        broadcast_from_rank0(&self.vars, &self.trainer.group, is_running_stat)?;
+        if let Some(e) = &mut self.ema {
+            e.broadcast_from_rank0(&self.trainer.group, is_running_stat)?;
+        }
+        let ema = self.ema.as_ref();
+        evaluate_maybe_ema(self.task, test, ema, &self.vars, &self.trainer.group)
+    }
+
+    /// Rank 0 writes the checkpoint; the other ranks hold the same weights and state.
+    fn save(&self) -> Result<()> {
+        if !self.trainer.group.is_main() {
+            return Ok(());
+        }
         let model = self
             .vars
             .iter()
@@ -304,7 +362,8 @@ impl<'t> Fit<'t> {
             &model,
             &self.opt.state()?,
             self.ema.as_ref().map(|e| e.state()).as_ref(),
-        )
+        )?;
+        Ok(())
     }
 
     fn summary(&self, test: EvalResult, stopped_early: bool) -> FitSummary {

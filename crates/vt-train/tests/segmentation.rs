@@ -121,6 +121,7 @@ fn a_per_pixel_model_learns_synthetic_maps() -> Result<()> {
         store: &store,
         max_steps: None,
         progress: false,
+        group: Default::default(),
     };
     let s = trainer.fit(&task, &train, &test, false)?;
     let acc = s.test.scalar(PIXEL_ACC).unwrap();

@@ -182,6 +182,7 @@ fn train(
         store: &store,
         max_steps,
         progress: false,
+        group: Default::default(),
     };
     let task = ClassificationStep::from_config(&model, &trainer.cfg, None)?;
     let s = trainer.fit(
@@ -296,6 +297,7 @@ fn distillation_needs_its_teacher_and_changes_the_loss() -> Result<()> {
         store: &store,
         max_steps: Some(1),
         progress: false,
+        group: Default::default(),
     };
     let task = ClassificationStep::from_config(&student, &with_teacher.cfg, Some(&teacher))?;
     with_teacher.fit(&task, &data.0, &data.1, false)?;
@@ -309,6 +311,7 @@ fn distillation_needs_its_teacher_and_changes_the_loss() -> Result<()> {
         store: &store2,
         max_steps: Some(1),
         progress: false,
+        group: Default::default(),
     };
     let task = ClassificationStep::from_config(&student2, &t.cfg, None)?;
     t.fit(&task, &data.0, &data.1, false)?;

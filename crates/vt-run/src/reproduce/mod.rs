@@ -8,8 +8,8 @@
 
 mod recipes;
 
-pub use recipes::{cpu_recipe, recipe_notes, Budget};
 use recipes::{advanced, classification_template, segmentation_template};
+pub use recipes::{cpu_recipe, recipe_notes, Budget};
 
 use crate::config::RunConfig;
 use crate::error::{invalid, Result, RunError};
@@ -19,6 +19,7 @@ use crate::train::{train, RunOptions};
 use candle_core::Device;
 use std::path::{Path, PathBuf};
 use vt_backbones::preset;
+use vt_ops::Group;
 
 /// Which experiments to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,25 +193,38 @@ pub fn plan(req: &Request) -> Result<Vec<Planned>> {
 
 /// Trains, resumes or skips `runs[i]` under `out` and reads it back. A run planned twice with
 /// the same config (at equal budgets the default VT-ResNet-18 is both a classification and an
-/// ablation row) is trained once and copied.
-pub fn execute(runs: &[Planned], i: usize, out: &Path, device: &Device) -> Result<RunResult> {
+/// ablation row) is trained once and copied. In a data-parallel job every rank calls it for
+/// every run; rank 0 alone copies, writes and speaks.
+pub fn execute(
+    runs: &[Planned],
+    i: usize,
+    out: &Path,
+    device: &Device,
+    group: &Group,
+) -> Result<RunResult> {
     let r = &runs[i];
     let dir = r.dir(out);
     let label = format!("{}/{} seed {}", r.suite.name(), r.name, r.seed);
-    if !dir.join("metrics.json").exists() {
+    let say = |what: String| {
+        if group.is_main() {
+            eprintln!("{label}: {what}");
+        }
+    };
+    if group.is_main() && !dir.join("metrics.json").exists() {
         let twin = runs[..i]
             .iter()
             .find(|t| t.name == r.name && t.seed == r.seed && t.cfg == r.cfg);
         if let Some(t) = twin {
             copy_run(&t.dir(out), &dir)?;
-            eprintln!("{label}: same run as {}/{}, reused", t.suite.name(), t.name);
+            say(format!("same run as {}/{}, reused", t.suite.name(), t.name));
         }
     }
+    group.barrier()?; // every rank sees what rank 0 copied
     if dir.join("metrics.json").exists() {
-        eprintln!("{label}: finished earlier, skipped");
+        say("finished earlier, skipped".into());
     } else {
         let resume = dir.join("checkpoints/latest").exists();
-        eprintln!("{label}: {}", if resume { "resuming" } else { "training" });
+        say(if resume { "resuming" } else { "training" }.into());
         let cfg = match resume {
             true => crate::config::saved_config(&dir)?,
             false => r.cfg.clone(),
@@ -219,8 +233,10 @@ pub fn execute(runs: &[Planned], i: usize, out: &Path, device: &Device) -> Resul
             resume,
             progress: true,
             max_steps: None,
+            group: group.clone(),
         };
         train(cfg, &dir, device, &opts)?;
+        group.barrier()?; // rank 0 has written metrics.json
     }
     load_result(&dir)
 }
