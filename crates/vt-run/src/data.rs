@@ -360,23 +360,22 @@ fn prepare_segmentation(mut cfg: RunConfig, device: &Device, shard: Shard) -> Re
     let (train_p, test_p) = segmentation_pipelines(&cfg.data, channels)?;
     loaders(
         cfg,
-        data.train,
-        data.test,
-        Arc::new(train_p),
-        Arc::new(test_p),
+        (data.train, Arc::new(train_p)),
+        (data.test, Arc::new(test_p)),
         data.source,
         device,
         shard,
     )
 }
 
+/// A split and the pipeline its samples go through.
+type Split<S> = (Arc<dyn Dataset<Sample = S>>, Arc<dyn Prepare<S>>);
+
 /// Both loaders of a run over prepared splits, as a [`Prepared`].
 fn loaders<S: Send + 'static>(
     cfg: RunConfig,
-    train_set: Arc<dyn Dataset<Sample = S>>,
-    test_set: Arc<dyn Dataset<Sample = S>>,
-    train_pipeline: Arc<dyn Prepare<S>>,
-    test_pipeline: Arc<dyn Prepare<S>>,
+    (train_set, train_pipeline): Split<S>,
+    (test_set, test_pipeline): Split<S>,
     source: String,
     device: &Device,
     shard: Shard,
@@ -438,10 +437,8 @@ fn prepare_classification(mut cfg: RunConfig, device: &Device, shard: Shard) -> 
     let (train_p, test_p) = classification_pipelines(&cfg.data, data.channels)?;
     loaders(
         cfg,
-        train_set,
-        test_set,
-        Arc::new(train_p),
-        Arc::new(test_p),
+        (train_set, Arc::new(train_p)),
+        (test_set, Arc::new(test_p)),
         data.source,
         device,
         shard,
