@@ -32,6 +32,3 @@ pub fn init() -> candle_core::Result<Group> {
         )
     }
 }
-
-/// Whether this build can start a data-parallel job.
-pub const HAS_MPI: bool = cfg!(feature = "mpi");
