@@ -105,7 +105,7 @@ impl BatchNormTrain {
         s: usize,
     ) -> Vec<T> {
         let stats = channel_stats(x, n, c, s);
-        let mut y = vec![T::zero(); x.len()];
+        let mut y = crate::output_vec(x.len());
         y.par_chunks_mut(s).enumerate().for_each(|(i, out)| {
             let ch = i % c;
             let (mean, var) = stats[ch];
@@ -222,7 +222,8 @@ impl BatchNormBackward {
             })
             .collect();
         let total = n * c * s;
-        let mut out = vec![T::zero(); total + 2 * c];
+        // the channel loop writes every dx, the tail the 2·c sums
+        let mut out = crate::output_vec(total + 2 * c);
         out[..total]
             .par_chunks_mut(s)
             .enumerate()

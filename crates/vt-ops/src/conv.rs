@@ -136,7 +136,8 @@ impl Geometry {
     fn forward<T: Float>(&self, x: &[T], wt: &[T]) -> Vec<T> {
         let (o, l, kg, og) = (self.o, self.l(), self.kg(), self.og());
         let (tile, outer, inner) = self.plan();
-        let mut y = vec![T::default(); self.n * o * l];
+        // every tile's GEMM (or its copy) writes all of its outputs
+        let mut y = crate::output_vec(self.n * o * l);
         let run = |(ti, y_t): (usize, &mut [T]), Scratch(cols, tmp): &mut Scratch<T>| {
             let (s0, t) = (ti * tile, y_t.len() / (o * l));
             let tl = t * l;

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 
 /// The element types the kernels run on.
 pub(crate) trait Float:
-    Copy + Default + Send + Sync + std::ops::AddAssign + 'static
+    candle_core::WithDType + Default + std::ops::AddAssign
 {
     const ONE: Self;
     /// Runs `f` on this thread's pool of spare scratch buffers of this type.
@@ -100,7 +100,16 @@ pub(crate) fn gemm_acc<T: Float>(
             && fits(rhs.data.len(), k, n, rhs.rs, rhs.cs),
         "conv gemm: view out of bounds ({m}x{n}x{k})"
     );
-    if m == 0 || n == 0 || k == 0 {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        // an empty sum: `=` still has to write the zeros its caller relies on
+        if !acc {
+            for row in dst.chunks_mut(dst_rs).take(m) {
+                row[..n].fill(T::default());
+            }
+        }
         return;
     }
     let parallelism = if threads > 1 {

@@ -51,7 +51,7 @@ trait Zip: Sync {
     }
 
     fn run<T: WithDType>(&self, a: &[T], b: &[T]) -> Vec<T> {
-        let mut out = vec![T::zero(); a.len()];
+        let mut out = crate::output_vec(a.len());
         out.par_chunks_mut(CHUNK).enumerate().for_each(|(i, o)| {
             let (a, b) = (&a[i * CHUNK..][..o.len()], &b[i * CHUNK..][..o.len()]);
             for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
