@@ -66,6 +66,7 @@ impl ModelSection {
             ("data.test_limit", data.test_limit),
             ("data.image_size", Some(data.image_size)),
             ("train.batch_size", Some(train.batch_size)),
+            ("data.eval_batch_size", data.eval_batch_size),
             ("train.epochs", Some(train.epochs)),
         ] {
             if v == Some(0) {
@@ -157,6 +158,10 @@ pub struct DataSection {
     /// Class-balanced subsets (seeded), for quick runs.
     pub train_limit: Option<usize>,
     pub test_limit: Option<usize>,
+    /// Batch of the evaluation passes (absent: `train.batch_size`). Results do not depend on
+    /// it; a small training batch evaluates faster in larger ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_batch_size: Option<usize>,
     pub workers: usize,
     /// The mosaics of a segmentation run without `path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -245,6 +250,7 @@ impl RunConfig {
                 augment: Augment::PadCropFlip,
                 train_limit: None,
                 test_limit: None,
+                eval_batch_size: None,
                 workers: 2,
                 mosaic: None,
                 normalize: None,

@@ -335,6 +335,7 @@ fn loader_configs(cfg: &RunConfig, shard: Shard) -> (LoaderConfig, LoaderConfig)
         ..LoaderConfig::new(cfg.train.batch_size)
     };
     let test = LoaderConfig {
+        batch_size: cfg.data.eval_batch_size.unwrap_or(cfg.train.batch_size),
         shuffle: false,
         drop_last: false,
         ..train.clone()
@@ -502,5 +503,22 @@ mod tests {
                 .contains("sample 2: label 7 is outside the data set's 4 classes"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_test_loader_batches_by_eval_batch_size() -> Result<()> {
+        let mut cfg = RunConfig::small_data("resnet18", 1, 16);
+        (cfg.data.train_limit, cfg.data.test_limit) = (Some(40), Some(100));
+        let p = prepare(cfg.clone(), &Device::Cpu)?;
+        assert_eq!((p.train.batches_per_epoch(), p.test.batches_per_epoch()), (2, 7));
+        cfg.data.eval_batch_size = Some(64);
+        let p = prepare(cfg.clone(), &Device::Cpu)?;
+        assert_eq!((p.train.batches_per_epoch(), p.test.batches_per_epoch()), (2, 2));
+        let sizes: Vec<usize> = p.test.epoch(0, 0).map(|b| b.unwrap().0.dim(0).unwrap()).collect();
+        assert_eq!(sizes, [64, 36]);
+        cfg.data.eval_batch_size = Some(0);
+        let err = prepare(cfg, &Device::Cpu).err().unwrap().to_string();
+        assert!(err.contains("data.eval_batch_size is 0"), "{err}");
+        Ok(())
     }
 }

@@ -88,6 +88,8 @@ pub(super) fn classification_template(
                 // seed 0: 71.5 % against 27.5 % top-1) at about the same images/s
                 cfg.train.batch_size = 16;
                 cfg.train.schedule.lr = 0.05;
+                // evaluating in batches of 64 takes 2.1 s less of a 25 s run (VT-ResNet-18)
+                cfg.data.eval_batch_size = Some(64);
             }
             cfg.train.log_every = 5;
         }
