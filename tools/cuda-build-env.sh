@@ -15,7 +15,7 @@
 
 _vt_cuda_env() {
     local cache="${CUDA_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cuda13-wheels}"
-    local pins="${CUDA_WHEEL_PINS:-nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85 nvidia-cuda-nvrtc==13.0.88 nvidia-cublas==13.1.0.3 nvidia-curand==10.4.0.35}"
+    local pins="${CUDA_WHEEL_PINS:-nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85 nvidia-cuda-nvrtc==13.0.88 nvidia-cublas==13.1.0.3 nvidia-curand==10.4.0.35 nvidia-nccl-cu13==2.30.7}"
     local site="$cache/site"
     local root="$site/nvidia/cu13"
     local tool
@@ -45,6 +45,14 @@ _vt_cuda_env() {
         case "$lib" in *.alt.so* | *builtins*) continue ;; esac
         plain="${lib%%.so.*}.so"
         [ -e "$plain" ] || ln -s "$(basename "$lib")" "$plain"
+    done
+
+    # NCCL's wheel keeps its own folder (nvidia/nccl or nvidia/cu13); link it into lib/ too,
+    # where cudarc's `nccl` feature looks for libnccl.so.
+    for lib in "$site"/nvidia/*/lib/libnccl.so.[0-9]*; do
+        [ -e "$lib" ] || continue
+        [ -e "$root/lib/libnccl.so" ] || ln -s "$lib" "$root/lib/libnccl.so"
+        [ -e "$root/lib/$(basename "$lib")" ] || ln -s "$lib" "$root/lib/$(basename "$lib")"
     done
 
     # 3. A link-time stand-in for libcuda.so.1 (the driver library, which no wheel ships):

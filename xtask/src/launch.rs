@@ -2,6 +2,7 @@
 //! how a failing rank ends it.
 
 use anyhow::Result;
+use candle_core::Device;
 use vt_ops::Group;
 
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -18,17 +19,22 @@ pub struct Launch {
 }
 
 impl Launch {
-    /// Runs `body` as this process's part of the job. In a job of several ranks an error is
+    /// Runs `body` on this process's device (`cpu` or `cuda`; under --distributed a rank takes
+    /// GPU `local rank % GPUs`) as its part of the job. In a job of several ranks an error is
     /// printed with the rank and ends every rank (MPI_Abort), so none waits on a dead peer.
-    pub fn run(&self, body: impl FnOnce(&Group) -> Result<()>) -> Result<()> {
+    pub fn run(&self, device: &str, body: impl FnOnce(&Device, &Group) -> Result<()>) -> Result<()> {
         if !self.distributed {
-            return body(&Group::default());
+            return body(&crate::device(device)?, &Group::default());
         }
-        let group = vt_dist::init()?;
+        let device = crate::device_at(device, vt_dist::local_rank())?;
+        if device.is_cuda() && !cfg!(feature = "nccl") {
+            eprintln!("note: this build has no NCCL (--features nccl): CUDA gradients are all-reduced through host memory over MPI");
+        }
+        let group = vt_dist::init(&device)?;
         if self.sync_bn {
             vt_ops::collective::set_sync_batch_norm(Some(group.clone()));
         }
-        let result = body(&group);
+        let result = body(&device, &group);
         if let (Err(e), true) = (&result, group.is_distributed()) {
             eprintln!(
                 "error on rank {} of {}: {}",

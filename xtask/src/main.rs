@@ -50,13 +50,28 @@ enum Command {
     BenchPeer(bench_peer::Args),
 }
 
-/// `cpu`, or `cuda` (needs `--features cuda`).
+/// `cpu`, or `cuda` (needs `--features cuda`): the first GPU.
 pub fn device(name: &str) -> anyhow::Result<candle_core::Device> {
+    device_at(name, 0)
+}
+
+/// [`device`], with `cuda` meaning GPU `index % GPUs` (a data-parallel rank's GPU).
+pub fn device_at(name: &str, index: usize) -> anyhow::Result<candle_core::Device> {
     match name {
         "cpu" => Ok(candle_core::Device::Cpu),
-        "cuda" => Ok(candle_core::Device::new_cuda(0)?),
+        "cuda" => Ok(candle_core::Device::new_cuda(index % gpu_count())?),
         other => anyhow::bail!("unknown device `{other}` (cpu or cuda)"),
     }
+}
+
+#[cfg(feature = "cuda")]
+fn gpu_count() -> usize {
+    candle_core::cuda::cudarc::driver::CudaContext::device_count().map_or(1, |n| n.max(1) as usize)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn gpu_count() -> usize {
+    1
 }
 
 /// Runtime settings for CPU training, each measured on a ResNet-18 train step (batch 32, 64 px,

@@ -41,11 +41,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    args.launch.clone().run(|group| reproduce(args, group))
+    let (launch, device) = (args.launch.clone(), args.device.clone());
+    launch.run(&device, |device, group| reproduce(args, device, group))
 }
 
-fn reproduce(args: Args, group: &vt_ops::Group) -> Result<()> {
-    let device = crate::device(&args.device)?;
+fn reproduce(args: Args, device: &candle_core::Device, group: &vt_ops::Group) -> Result<()> {
     let out = args.out.join(args.preset.name());
     let req = Request {
         suite: args.suite,
@@ -58,7 +58,7 @@ fn reproduce(args: Args, group: &vt_ops::Group) -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let mut results = Vec::with_capacity(runs.len());
     for i in 0..runs.len() {
-        results.push(execute(&runs, i, &out, &device, group)?);
+        results.push(execute(&runs, i, &out, device, group)?);
     }
     if !group.is_main() {
         return Ok(()); // rank 0 writes the report
@@ -71,7 +71,7 @@ fn reproduce(args: Args, group: &vt_ops::Group) -> Result<()> {
             _ => rows.push(Row::new(m)?),
         }
     }
-    let (seg_section, seg_comparisons) = crate::seg_report::section(&out, &seg_rows, &device)?;
+    let (seg_section, seg_comparisons) = crate::seg_report::section(&out, &seg_rows, device)?;
     // the token analysis looks at each model's first seed
     let vt_runs: Vec<(String, &str, PathBuf)> = rows
         .iter()
@@ -85,7 +85,7 @@ fn reproduce(args: Args, group: &vt_ops::Group) -> Result<()> {
             )
         })
         .collect();
-    let token_section = crate::token_report::section(&vt_runs, &device)?;
+    let token_section = crate::token_report::section(&vt_runs, device)?;
     let report = report::write(
         &out,
         &report::Inputs {

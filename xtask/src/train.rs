@@ -56,7 +56,6 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let device = crate::device(&args.device)?;
     let mut cfg = if args.resume && args.out.join("config.toml").exists() {
         run::saved_config(&args.out)?
     } else if let Some(path) = &args.config {
@@ -105,14 +104,14 @@ pub fn run(args: Args) -> Result<()> {
             cfg.train.seed = s;
         }
     }
-    args.launch.run(|group| {
+    args.launch.run(&args.device, |device, group| {
         let opts = RunOptions {
             resume: args.resume,
             progress: true,
             max_steps: None,
             group: group.clone(),
         };
-        let m = run::train(cfg, &args.out, &device, &opts)?;
+        let m = run::train(cfg, &args.out, device, &opts)?;
         if group.is_main() {
             print_result(&m, &args.out);
         }

@@ -44,6 +44,12 @@ impl Mpi {
         })
     }
 
+    /// Copies rank `root`'s bytes into every other rank's `buf` (NCCL's unique id travels so).
+    #[cfg_attr(not(feature = "nccl"), allow(dead_code))]
+    pub(crate) fn broadcast_bytes(&self, buf: &mut [u8], root: usize) {
+        self.with(|w| w.process_at_rank(root as i32).broadcast_into(buf));
+    }
+
     fn with<T>(&self, f: impl FnOnce(&SimpleCommunicator) -> T) -> T {
         f(&self.world.lock().unwrap_or_else(|e| e.into_inner()))
     }

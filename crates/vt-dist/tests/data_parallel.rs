@@ -172,7 +172,7 @@ fn train(case: &str, group: &Group, dir: &Path) -> Result<Outcome> {
 fn rank_of_a_job() -> Result<()> {
     let case = std::env::var("VT_DDP_CASE").expect("VT_DDP_CASE");
     let out = std::path::PathBuf::from(std::env::var("VT_DDP_OUT").expect("VT_DDP_OUT"));
-    let group = vt_dist::init()?;
+    let group = vt_dist::init(&candle_core::Device::Cpu)?;
     if case == "sync_bn" {
         vt_ops::collective::set_sync_batch_norm(Some(group.clone()));
     }

@@ -29,39 +29,47 @@ pub trait ProcessGroup: Send + Sync {
     /// Ends every rank of the job after an error on this one (a world of one just exits), so
     /// that no rank waits forever in a collective its peer will never join.
     fn abort(&self, code: i32) -> !;
-    /// Sums a tensor over the ranks. This default goes through host memory in f32 (f64 for f64
-    /// tensors); a group that reduces on the device (NCCL) overrides it.
+    /// Sums a tensor over the ranks. This default goes through host memory
+    /// ([`all_reduce_via_host`]); a group that reduces on the device (NCCL) overrides it.
     fn all_reduce_tensor(&self, t: &Tensor) -> Result<Tensor> {
-        if self.world_size() == 1 {
-            return Ok(t.clone());
-        }
-        let flat = t.flatten_all()?;
-        let summed = if t.dtype() == DType::F64 {
-            let mut v = flat.to_vec1::<f64>()?;
-            self.all_reduce_f64(&mut v)?;
-            Tensor::from_vec(v, t.shape(), t.device())?
-        } else {
-            let mut v = flat.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-            self.all_reduce_f32(&mut v)?;
-            Tensor::from_vec(v, t.shape(), t.device())?.to_dtype(t.dtype())?
-        };
-        Ok(summed)
+        all_reduce_via_host(self, t)
     }
-    /// Rank `root`'s value of `t` on every rank (through host memory, in f32 or f64).
+    /// Rank `root`'s value of `t` on every rank ([`broadcast_via_host`] by default).
     fn broadcast_tensor(&self, t: &Tensor, root: usize) -> Result<Tensor> {
-        if self.world_size() == 1 {
-            return Ok(t.clone());
-        }
-        let flat = t.flatten_all()?;
-        if t.dtype() == DType::F64 {
-            let mut v = flat.to_vec1::<f64>()?;
-            self.broadcast_f64(&mut v, root)?;
-            return Tensor::from_vec(v, t.shape(), t.device());
-        }
-        let mut v = flat.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-        self.broadcast_f32(&mut v, root)?;
-        Tensor::from_vec(v, t.shape(), t.device())?.to_dtype(t.dtype())
+        broadcast_via_host(self, t, root)
     }
+}
+
+/// [`ProcessGroup::all_reduce_tensor`] through host memory: in f64 for f64 tensors, else in f32.
+pub fn all_reduce_via_host<G: ProcessGroup + ?Sized>(g: &G, t: &Tensor) -> Result<Tensor> {
+    if g.world_size() == 1 {
+        return Ok(t.clone());
+    }
+    let flat = t.flatten_all()?;
+    if t.dtype() == DType::F64 {
+        let mut v = flat.to_vec1::<f64>()?;
+        g.all_reduce_f64(&mut v)?;
+        return Tensor::from_vec(v, t.shape(), t.device());
+    }
+    let mut v = flat.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    g.all_reduce_f32(&mut v)?;
+    Tensor::from_vec(v, t.shape(), t.device())?.to_dtype(t.dtype())
+}
+
+/// [`ProcessGroup::broadcast_tensor`] through host memory, in f64 or f32 as above.
+pub fn broadcast_via_host<G: ProcessGroup + ?Sized>(g: &G, t: &Tensor, root: usize) -> Result<Tensor> {
+    if g.world_size() == 1 {
+        return Ok(t.clone());
+    }
+    let flat = t.flatten_all()?;
+    if t.dtype() == DType::F64 {
+        let mut v = flat.to_vec1::<f64>()?;
+        g.broadcast_f64(&mut v, root)?;
+        return Tensor::from_vec(v, t.shape(), t.device());
+    }
+    let mut v = flat.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    g.broadcast_f32(&mut v, root)?;
+    Tensor::from_vec(v, t.shape(), t.device())?.to_dtype(t.dtype())
 }
 
 /// The world of one process.
