@@ -38,13 +38,15 @@ pub struct Args {
     #[arg(long, value_delimiter = ',')]
     models: Vec<String>,
     /// Input sizes (square; segmenters need multiples of 32). Default: the recipe's
-    /// (plain: 64 and 224 for classifiers, 256 for segmenters; reproduce: 28 and 256).
+    /// (plain: 64 and 224 for classifiers, 256 for segmenters; reproduce: the size
+    /// `reproduce --preset cpu` trains the model at).
     #[arg(long, value_delimiter = ',')]
     sizes: Vec<usize>,
     /// Modes to time; `neck` is skipped for classifiers.
     #[arg(long, value_enum, default_value = "train,infer", value_delimiter = ',')]
     modes: Vec<Mode>,
-    /// Batch size (default: the recipe's; plain 32 for classifiers, 8 for segmenters).
+    /// Batch size (default: the recipe's; plain 32 for classifiers, 8 for segmenters;
+    /// reproduce: the preset's batch for the model).
     #[arg(long)]
     batch: Option<usize>,
     #[arg(long, value_enum, default_value = "plain")]
@@ -92,16 +94,17 @@ enum Suite {
     /// ResNet-18 and VT-ResNet-18 as the paper sizes them, at 64 and 224 px, batch 32,
     /// train and infer, plain SGD.
     Paper,
-    /// The models `reproduce --preset cpu` trains, as it trains them: ResNet-18/34 and
-    /// VT-ResNet-18/34 at 28 px, batch 64, train and infer; the FPN and VT-FPN R-50 train
-    /// step at 256 px, batch 8 (`Recipe::Reproduce`).
+    /// The models `reproduce --preset cpu` trains, as it trains them (`Recipe::Reproduce`, at
+    /// the preset's image size and batch: ResNet-18/34 and VT-ResNet-18/34 train and infer,
+    /// the FPN and VT-FPN R-50 train step), and `train --model M`'s default workload
+    /// (ResNet-18 / VT-ResNet-18 at 28 px, batch 64).
     Reproduce,
     /// Both.
     All,
 }
 
 /// The rows of a suite.
-fn suite_rows(suite: Suite) -> Vec<Spec> {
+fn suite_rows(suite: Suite) -> Result<Vec<Spec>> {
     let row = |model: &str, mode, size, batch, recipe| Spec {
         model: model.into(),
         mode,
@@ -120,16 +123,26 @@ fn suite_rows(suite: Suite) -> Vec<Spec> {
         }
     }
     if matches!(suite, Suite::Reproduce | Suite::All) {
-        for m in ["resnet18", "vt_resnet18", "resnet34", "vt_resnet34"] {
+        for m in vt_run::reproduce::CLASSIFICATION {
+            let (size, batch) = Recipe::Reproduce.geometry(m)?;
             for mode in [Mode::Train, Mode::Infer] {
-                rows.push(row(m, mode, 28, 64, Recipe::Reproduce));
+                rows.push(row(m, mode, size, batch, Recipe::Reproduce));
             }
         }
-        for m in ["fpn_resnet50", "vt_fpn_resnet50"] {
-            rows.push(row(m, Mode::Train, 256, 8, Recipe::Reproduce));
+        for m in vt_run::reproduce::SEGMENTATION {
+            let (size, batch) = Recipe::Reproduce.geometry(m)?;
+            rows.push(row(m, Mode::Train, size, batch, Recipe::Reproduce));
+        }
+        // `train --model M` with no other flag: 28 px, batch 64
+        let default = vt_run::RunConfig::small_data("resnet18", 1, 64);
+        for m in ["resnet18", "vt_resnet18"] {
+            for mode in [Mode::Train, Mode::Infer] {
+                let (size, batch) = (default.data.image_size, default.train.batch_size);
+                rows.push(row(m, mode, size, batch, Recipe::Reproduce));
+            }
         }
     }
-    rows
+    Ok(rows)
 }
 
 /// The rows of `--models`, with the recipe's sizes and batch where not given.
@@ -137,17 +150,13 @@ fn custom_rows(args: &Args) -> Result<Vec<Spec>> {
     let mut rows = vec![];
     for model in &args.models {
         let task = preset(model)?.task();
+        let (recipe_size, recipe_batch) = args.recipe.geometry(model)?;
         let sizes = match (args.sizes.is_empty(), task, args.recipe) {
             (false, ..) => args.sizes.clone(),
-            (true, Task::Segmentation, _) => vec![256],
             (true, Task::Classification, Recipe::Plain) => vec![64, 224],
-            (true, Task::Classification, Recipe::Reproduce) => vec![28],
+            (true, ..) => vec![recipe_size],
         };
-        let batch = args.batch.unwrap_or(match (task, args.recipe) {
-            (Task::Segmentation, _) => 8,
-            (Task::Classification, Recipe::Plain) => 32,
-            (Task::Classification, Recipe::Reproduce) => 64,
-        });
+        let batch = args.batch.unwrap_or(recipe_batch);
         for &size in &sizes {
             for &mode in &args.modes {
                 if mode == Mode::Neck && task != Task::Segmentation {
@@ -264,7 +273,7 @@ pub fn run(args: Args) -> Result<()> {
         .run(args.reps);
     }
     let specs = match args.models.is_empty() {
-        true => suite_rows(args.suite),
+        true => suite_rows(args.suite)?,
         false => custom_rows(&args)?,
     };
     let exe = std::env::current_exe()?;

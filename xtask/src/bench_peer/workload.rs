@@ -33,6 +33,20 @@ impl Recipe {
         }
     }
 
+    /// The default `(image size, batch)` of `model` under this recipe: the preset's for
+    /// `Reproduce`; 64 px (and 224), batch 32 for plain classifiers, 256 px, batch 8 for
+    /// plain segmenters.
+    pub fn geometry(self, model: &str) -> Result<(usize, usize)> {
+        Ok(match (self, preset(model)?.task()) {
+            (Self::Reproduce, _) => {
+                let cfg = self.config(model)?;
+                (cfg.data.image_size, cfg.train.batch_size)
+            }
+            (Self::Plain, Task::Classification) => (64, 32),
+            (Self::Plain, Task::Segmentation) => (256, 8),
+        })
+    }
+
     /// The model and training sections of `model` under this recipe, classes and channels set.
     pub fn config(self, model: &str) -> Result<RunConfig> {
         let task = preset(model)?.task();
