@@ -157,7 +157,7 @@ pub struct Inputs<'a> {
 fn scope(level: Level) -> &'static str {
     match level {
         Level::Smoke => "The `smoke` preset checks the pipeline: a few hundred images, one epoch, two seeds. Its numbers decide nothing about the paper.",
-        Level::Cpu => "The `cpu` preset runs the paper's geometry scaled down (56 px, width 1/4, small stem: VT sees 14 x 14 maps and costs fewer MACs than its ResNet) on Fashion-MNIST in about an hour on 2 cores. It spends most of its budget on the main claim, VT-ResNet-18 against ResNet-18; depth 34, the ablations and segmentation get small budgets, so their intervals are wide and most of the paper's effects (0.3-3 points) fall inside them.",
+        Level::Cpu => "The `cpu` preset runs the paper's geometry scaled down (56 px, width 1/4, small stem: VT sees 14 x 14 maps and costs fewer MACs than its ResNet) on Fashion-MNIST within an hour on 2 cores. It spends most of its budget on the main claim, VT-ResNet-18 against ResNet-18; depth 34, the ablations and segmentation get small budgets, so their intervals are wide and most of the paper's effects (0.3-3 points) fall inside them.",
         Level::Long => "The `long` preset is the `cpu` geometry with overnight budgets: the full training set for the main claim, 15,000 images for depth 34 and the ablations, 800 mosaics at 256 px for segmentation.",
         Level::Paper => "The `paper` preset trains on ImageNet at 224 px with the paper's recipes (and LIP or COCO-stuff for segmentation): the paper's own scale, so our values can be set beside the paper's, not only the directions.",
     }

@@ -35,7 +35,7 @@ pub enum Suite {
 pub enum Level {
     /// Everything tiny (28 px, width 1/8, 256 images, 1 epoch, 2 seeds): checks the pipeline.
     Smoke,
-    /// Fashion-MNIST on 2 CPU cores in about an hour, at the paper's geometry scaled down (56 px
+    /// Fashion-MNIST on 2 CPU cores within an hour, at the paper's geometry scaled down (56 px
     /// with the small stem: VT sees 14 x 14 maps and costs fewer MACs than its ResNet).
     Cpu,
     /// The `cpu` geometry with budgets for an overnight run.
