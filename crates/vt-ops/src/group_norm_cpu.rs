@@ -38,7 +38,7 @@ pub(crate) struct GroupNormCpu {
 impl GroupNormCpu {
     fn forward<T: WithDType>(&self, x: &[T], g: &[T], b: &[T], c: usize, s: usize) -> Vec<T> {
         let cg = c / self.groups;
-        let mut y = vec![T::zero(); x.len()];
+        let mut y = crate::output_vec(x.len());
         y.par_chunks_mut(cg * s)
             .zip(x.par_chunks(cg * s))
             .enumerate()

@@ -26,7 +26,8 @@ impl Real for f64 {}
 impl SoftmaxCpu {
     fn forward<T: Real>(&self, x: &[T]) -> Vec<T> {
         let (len, inner) = (self.len, self.inner);
-        let mut y = vec![T::zero(); x.len()];
+        // every row of every slice is written below
+        let mut y = crate::output_vec(x.len());
         y.par_chunks_mut(len * inner)
             .zip(x.par_chunks(len * inner))
             .for_each(|(ys, xs)| {
@@ -92,7 +93,7 @@ struct SoftmaxBackward(SoftmaxCpu);
 impl SoftmaxBackward {
     fn run<T: Real>(&self, y: &[T], dy: &[T]) -> Vec<T> {
         let SoftmaxCpu { len, inner, log } = self.0;
-        let mut dx = vec![T::zero(); y.len()];
+        let mut dx = crate::output_vec(y.len());
         dx.par_chunks_mut(len * inner)
             .zip(y.par_chunks(len * inner).zip(dy.par_chunks(len * inner)))
             .for_each(|(dxs, (ys, ds))| {
