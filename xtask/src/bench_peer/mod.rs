@@ -135,9 +135,9 @@ fn suite_rows(suite: Suite) -> Result<Vec<Spec>> {
         }
         // `train --model M` with no other flag: 28 px, batch 64
         let default = vt_run::RunConfig::small_data("resnet18", 1, 64);
+        let (size, batch) = (default.data.image_size, default.train.batch_size);
         for m in ["resnet18", "vt_resnet18"] {
             for mode in [Mode::Train, Mode::Infer] {
-                let (size, batch) = (default.data.image_size, default.train.batch_size);
                 rows.push(row(m, mode, size, batch, Recipe::Reproduce));
             }
         }
