@@ -22,7 +22,11 @@ impl Launch {
     /// Runs `body` on this process's device (`cpu` or `cuda`; under --distributed a rank takes
     /// GPU `local rank % GPUs`) as its part of the job. In a job of several ranks an error is
     /// printed with the rank and ends every rank (MPI_Abort), so none waits on a dead peer.
-    pub fn run(&self, device: &str, body: impl FnOnce(&Device, &Group) -> Result<()>) -> Result<()> {
+    pub fn run(
+        &self,
+        device: &str,
+        body: impl FnOnce(&Device, &Group) -> Result<()>,
+    ) -> Result<()> {
         if !self.distributed {
             return body(&crate::device(device)?, &Group::default());
         }

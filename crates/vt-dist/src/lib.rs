@@ -53,10 +53,14 @@ pub fn init(device: &Device) -> candle_core::Result<Group> {
 /// This process's rank among the job's ranks on its machine, from the launcher's environment
 /// (OpenMPI, MPICH / Intel MPI, Slurm); 0 when started by none of them.
 pub fn local_rank() -> usize {
-    ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"]
-        .iter()
-        .find_map(|k| std::env::var(k).ok()?.parse().ok())
-        .unwrap_or(0)
+    [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "SLURM_LOCALID",
+    ]
+    .iter()
+    .find_map(|k| std::env::var(k).ok()?.parse().ok())
+    .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -64,7 +68,11 @@ mod tests {
     #[test]
     fn the_local_rank_comes_from_the_launcher() {
         // the only test of this binary that touches these variables
-        for k in ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"] {
+        for k in [
+            "OMPI_COMM_WORLD_LOCAL_RANK",
+            "MPI_LOCALRANKID",
+            "SLURM_LOCALID",
+        ] {
             std::env::remove_var(k);
         }
         assert_eq!(super::local_rank(), 0);

@@ -27,7 +27,10 @@ struct NcclComm(Comm);
 unsafe impl Send for NcclComm {}
 
 /// NCCL's failure code: its `Debug` alone prints only "NcclError".
-fn nccl_error(what: &str, e: candle_core::cuda::cudarc::nccl::result::NcclError) -> candle_core::Error {
+fn nccl_error(
+    what: &str,
+    e: candle_core::cuda::cudarc::nccl::result::NcclError,
+) -> candle_core::Error {
     candle_core::Error::Msg(format!("NCCL {what} failed: {:?}", e.0))
 }
 
@@ -68,16 +71,14 @@ impl Nccl {
             Device::Cuda(d) if d.same_device(&self.device) => {
                 Ok(matches!(t.dtype(), DType::F32 | DType::F64))
             }
-            Device::Cuda(d) => bail!(
-                "NCCL group of {:?} given a tensor on {d:?}",
-                self.device
-            ),
+            Device::Cuda(d) => bail!("NCCL group of {:?} given a tensor on {d:?}", self.device),
             _ => Ok(false),
         }
     }
 
     fn collective(&self, t: &Tensor, op: Collective) -> Result<Tensor> {
-        t.contiguous()?.apply_op1_no_bwd(&NcclOp { group: self, op })
+        t.contiguous()?
+            .apply_op1_no_bwd(&NcclOp { group: self, op })
     }
 }
 

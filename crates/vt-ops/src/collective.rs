@@ -57,7 +57,11 @@ pub fn all_reduce_via_host<G: ProcessGroup + ?Sized>(g: &G, t: &Tensor) -> Resul
 }
 
 /// [`ProcessGroup::broadcast_tensor`] through host memory, in f64 or f32 as above.
-pub fn broadcast_via_host<G: ProcessGroup + ?Sized>(g: &G, t: &Tensor, root: usize) -> Result<Tensor> {
+pub fn broadcast_via_host<G: ProcessGroup + ?Sized>(
+    g: &G,
+    t: &Tensor,
+    root: usize,
+) -> Result<Tensor> {
     if g.world_size() == 1 {
         return Ok(t.clone());
     }

@@ -6,9 +6,7 @@ use rayon::prelude::*;
 use std::cell::RefCell;
 
 /// The element types the kernels run on.
-pub(crate) trait Float:
-    candle_core::WithDType + Default + std::ops::AddAssign
-{
+pub(crate) trait Float: candle_core::WithDType + Default + std::ops::AddAssign {
     const ONE: Self;
     /// Runs `f` on this thread's pool of spare scratch buffers of this type.
     fn with_pool<R>(f: impl FnOnce(&mut Vec<Vec<Self>>) -> R) -> R;

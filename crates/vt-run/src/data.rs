@@ -510,11 +510,21 @@ mod tests {
         let mut cfg = RunConfig::small_data("resnet18", 1, 16);
         (cfg.data.train_limit, cfg.data.test_limit) = (Some(40), Some(100));
         let p = prepare(cfg.clone(), &Device::Cpu)?;
-        assert_eq!((p.train.batches_per_epoch(), p.test.batches_per_epoch()), (2, 7));
+        assert_eq!(
+            (p.train.batches_per_epoch(), p.test.batches_per_epoch()),
+            (2, 7)
+        );
         cfg.data.eval_batch_size = Some(64);
         let p = prepare(cfg.clone(), &Device::Cpu)?;
-        assert_eq!((p.train.batches_per_epoch(), p.test.batches_per_epoch()), (2, 2));
-        let sizes: Vec<usize> = p.test.epoch(0, 0).map(|b| b.unwrap().0.dim(0).unwrap()).collect();
+        assert_eq!(
+            (p.train.batches_per_epoch(), p.test.batches_per_epoch()),
+            (2, 2)
+        );
+        let sizes: Vec<usize> = p
+            .test
+            .epoch(0, 0)
+            .map(|b| b.unwrap().0.dim(0).unwrap())
+            .collect();
         assert_eq!(sizes, [64, 36]);
         cfg.data.eval_batch_size = Some(0);
         let err = prepare(cfg, &Device::Cpu).err().unwrap().to_string();
