@@ -42,18 +42,7 @@ pub trait ProcessGroup: Send + Sync {
 
 /// [`ProcessGroup::all_reduce_tensor`] through host memory: in f64 for f64 tensors, else in f32.
 pub fn all_reduce_via_host<G: ProcessGroup + ?Sized>(g: &G, t: &Tensor) -> Result<Tensor> {
-    if g.world_size() == 1 {
-        return Ok(t.clone());
-    }
-    let flat = t.flatten_all()?;
-    if t.dtype() == DType::F64 {
-        let mut v = flat.to_vec1::<f64>()?;
-        g.all_reduce_f64(&mut v)?;
-        return Tensor::from_vec(v, t.shape(), t.device());
-    }
-    let mut v = flat.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-    g.all_reduce_f32(&mut v)?;
-    Tensor::from_vec(v, t.shape(), t.device())?.to_dtype(t.dtype())
+    via_host(g, t, |v| g.all_reduce_f64(v), |v| g.all_reduce_f32(v))
 }
 
 /// [`ProcessGroup::broadcast_tensor`] through host memory, in f64 or f32 as above.
@@ -62,17 +51,33 @@ pub fn broadcast_via_host<G: ProcessGroup + ?Sized>(
     t: &Tensor,
     root: usize,
 ) -> Result<Tensor> {
+    via_host(
+        g,
+        t,
+        |v| g.broadcast_f64(v, root),
+        |v| g.broadcast_f32(v, root),
+    )
+}
+
+/// `t` copied to a host buffer (f64 for f64 tensors, else f32), changed in place by the
+/// collective, and copied back in `t`'s shape, dtype and device; a world of one returns `t`.
+fn via_host<G: ProcessGroup + ?Sized>(
+    g: &G,
+    t: &Tensor,
+    on_f64: impl FnOnce(&mut [f64]) -> Result<()>,
+    on_f32: impl FnOnce(&mut [f32]) -> Result<()>,
+) -> Result<Tensor> {
     if g.world_size() == 1 {
         return Ok(t.clone());
     }
     let flat = t.flatten_all()?;
     if t.dtype() == DType::F64 {
         let mut v = flat.to_vec1::<f64>()?;
-        g.broadcast_f64(&mut v, root)?;
+        on_f64(&mut v)?;
         return Tensor::from_vec(v, t.shape(), t.device());
     }
     let mut v = flat.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-    g.broadcast_f32(&mut v, root)?;
+    on_f32(&mut v)?;
     Tensor::from_vec(v, t.shape(), t.device())?.to_dtype(t.dtype())
 }
 
