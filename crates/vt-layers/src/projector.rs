@@ -3,7 +3,7 @@
 use crate::config::VtConfig;
 use candle_core::{bail, Module, ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
-use vt_ops::{softmax, BatchNorm, Conv1x1, Cost};
+use vt_ops::{scaled_softmax, softmax, BatchNorm, Conv1x1, Cost};
 
 /// Residual-path channel change: `Conv1d(C_in, C_out, 1, bias=False)` + `BatchNorm1d(C_out)`.
 #[derive(Clone, Debug)]
@@ -115,7 +115,7 @@ impl Projector {
             .transpose(2, 3)?; // (N,h,HW,C/h)
         let k = self.key.forward(t)?.reshape((n, h, c / h, l))?;
         let v = value.forward(t)?.reshape((n, h, self.cout / h, l))?;
-        let s = softmax(&(q.matmul(&k)? / ((c / h) as f64).sqrt())?, 3)?; // (N,h,HW,L)
+        let s = scaled_softmax(&q.matmul(&k)?, 1.0 / ((c / h) as f64).sqrt(), 3)?; // (N,h,HW,L)
         let out = v
             .matmul(&s.transpose(2, 3)?)?
             .reshape((n, self.cout, hh * ww))?;

@@ -3,7 +3,7 @@
 use crate::config::{Relation, VtConfig};
 use candle_core::{bail, Module, Result, Tensor};
 use candle_nn::VarBuilder;
-use vt_ops::{softmax, Conv1x1, Cost};
+use vt_ops::{scaled_softmax, softmax, Conv1x1, Cost};
 
 /// Pseudo-code transformer (default) or Eq. (3)-(4) (`paper_eq`).
 ///
@@ -74,7 +74,7 @@ impl Transformer {
         let k = self.key.forward(t)?.reshape((n, h, self.kq / h, l))?;
         let q = self.query.forward(t)?.reshape((n, h, self.kq / h, l))?;
         let v = value.forward(t)?.reshape((n, h, ct / h, l))?;
-        let s = softmax(&(k.transpose(2, 3)?.matmul(&q)? / (l as f64).sqrt())?, 2)?; // (N, h, L_key, L_query)
+        let s = scaled_softmax(&k.transpose(2, 3)?.matmul(&q)?, 1.0 / (l as f64).sqrt(), 2)?; // (N, h, L_key, L_query)
         let t = (t + v.matmul(&s)?.reshape((n, ct, l))?)?;
         &t + self.ff.forward(&t)?
     }

@@ -9,7 +9,7 @@ use crate::position::PositionEncoder;
 use candle_core::{bail, DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use vt_ops::resize::bilinear_matrix;
-use vt_ops::{softmax, Conv1x1, Cost};
+use vt_ops::{scaled_softmax, softmax, Conv1x1, Cost};
 
 /// Shared tail: `T = token_conv([W_V pool(X, A) ; P(A)])`.
 #[derive(Clone, Debug)]
@@ -117,11 +117,14 @@ impl FilterTokenizer {
 
     /// Token coefficients `(N, 1, HW, L)` of a flattened map `(N, C, HW)`.
     pub fn coefficients(&self, xf: &Tensor) -> Result<Tensor> {
-        let mut logits = self.coef.forward(xf)?;
-        if self.tail.is_some() {
-            logits = (logits / (self.channels as f64).sqrt())?;
-        }
-        softmax(&logits, 2)?.transpose(1, 2)?.unsqueeze(1)
+        let logits = self.coef.forward(xf)?;
+        let scale = match self.tail {
+            Some(_) => 1.0 / (self.channels as f64).sqrt(),
+            None => 1.0,
+        };
+        scaled_softmax(&logits, scale, 2)?
+            .transpose(1, 2)?
+            .unsqueeze(1)
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -226,8 +229,8 @@ impl RecurrentTokenizer {
             .forward(&t_a.contiguous()?)?
             .reshape((n, hd, c / hd, ()))?;
         let k = key.forward(&xf)?.reshape((n, hd, c / hd, h * w))?;
-        let logits = (k.transpose(2, 3)?.matmul(&q)? / ((c / hd) as f64).sqrt())?;
-        let coef = softmax(&logits, 2)?;
+        let logits = k.transpose(2, 3)?.matmul(&q)?;
+        let coef = scaled_softmax(&logits, 1.0 / ((c / hd) as f64).sqrt(), 2)?;
         let new = tail.finish(&xf, &coef, (h, w))?;
         let out = match t_b {
             Some(b) => Tensor::cat(&[&b, &new], 2)?,
@@ -376,8 +379,8 @@ impl ClusteringTokenizer {
         let (_, c, h, w) = x.dims4()?;
         let xf = x.flatten_from(2)?;
         let u = self.kmeans(&xf, h, w)?;
-        let logits = (xf.transpose(1, 2)?.matmul(&u)? / (c as f64).sqrt())?;
-        let coef = softmax(&logits, 1)?.unsqueeze(1)?;
+        let logits = xf.transpose(1, 2)?.matmul(&u)?;
+        let coef = scaled_softmax(&logits, 1.0 / (c as f64).sqrt(), 1)?.unsqueeze(1)?;
         Ok((self.tail.finish(&xf, &coef, (h, w))?, coef))
     }
 

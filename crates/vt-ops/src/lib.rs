@@ -46,7 +46,7 @@ pub use cost::{Cost, CostBreakdown};
 pub use group_norm::GroupNorm;
 pub use nn::{BatchNorm, Conv1x1, Conv2d, Conv2dConfig, Linear};
 pub use rng::{NoiseSource, Rng};
-pub use softmax::{log_softmax, softmax};
+pub use softmax::{log_softmax, scaled_softmax, softmax};
 pub use stochastic::{DropPath, Dropout};
 pub use store::VarStore;
 

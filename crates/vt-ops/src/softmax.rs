@@ -7,13 +7,18 @@
 
 use candle_core::{DType, Result, Tensor, D};
 
-/// The CPU kernel for `x` along `dim`, when it applies.
+/// The CPU kernel for `scale · x` along `dim`, when it applies.
 fn cpu_op<Dm: candle_core::shape::Dim>(
     x: &Tensor,
     dim: Dm,
     log: bool,
+    scale: f64,
 ) -> Result<Option<crate::softmax_cpu::SoftmaxCpu>> {
-    if !crate::cpu_kernels(x.device()) || !matches!(x.dtype(), DType::F32 | DType::F64) {
+    if !crate::cpu_kernels(x.device())
+        || !matches!(x.dtype(), DType::F32 | DType::F64)
+        || x.elem_count() == 0
+        || !(scale > 0.0 && scale.is_finite())
+    {
         return Ok(None);
     }
     let d = dim.to_index(x.shape(), "softmax")?;
@@ -22,16 +27,30 @@ fn cpu_op<Dm: candle_core::shape::Dim>(
         len: dims[d],
         inner: dims[d + 1..].iter().product(),
         log,
+        scale,
     }))
 }
 
 /// `exp(x_i) / sum_j exp(x_j)` along `dim`.
 pub fn softmax<Dm: candle_core::shape::Dim + Copy>(x: &Tensor, dim: Dm) -> Result<Tensor> {
-    if let Some(op) = cpu_op(x, dim, false)? {
-        if x.elem_count() > 0 {
-            return x.contiguous()?.apply_op1(op);
-        }
+    scaled_softmax(x, 1.0, dim)
+}
+
+/// `softmax(scale · x)` along `dim`: attention's `softmax(q·k / √d)`. On the CPU the scale is
+/// part of the softmax op (one pass less over the logits, forward and backward).
+pub fn scaled_softmax<Dm: candle_core::shape::Dim + Copy>(
+    x: &Tensor,
+    scale: f64,
+    dim: Dm,
+) -> Result<Tensor> {
+    if let Some(op) = cpu_op(x, dim, false, scale)? {
+        return x.contiguous()?.apply_op1(op);
     }
+    let x = if scale == 1.0 {
+        x.clone()
+    } else {
+        (x * scale)?
+    };
     let shift = x.max_keepdim(dim)?.detach();
     let e = x.broadcast_sub(&shift)?.exp()?;
     let s = e.sum_keepdim(dim)?;
@@ -40,10 +59,8 @@ pub fn softmax<Dm: candle_core::shape::Dim + Copy>(x: &Tensor, dim: Dm) -> Resul
 
 /// `x_i - log sum_j exp(x_j)` along `dim`.
 pub fn log_softmax<Dm: candle_core::shape::Dim + Copy>(x: &Tensor, dim: Dm) -> Result<Tensor> {
-    if let Some(op) = cpu_op(x, dim, true)? {
-        if x.elem_count() > 0 {
-            return x.contiguous()?.apply_op1(op);
-        }
+    if let Some(op) = cpu_op(x, dim, true, 1.0)? {
+        return x.contiguous()?.apply_op1(op);
     }
     let shift = x.max_keepdim(dim)?.detach();
     let z = x.broadcast_sub(&shift)?;
@@ -115,6 +132,63 @@ mod tests {
                 ] {
                     let d = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
                     assert!(d < 1e-5, "dim {dim} log {log}: {d}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The kernels against the composite form in f64, on shapes whose rows span several
+    /// parallel tasks and eight-lane chunks with remainders, under 1, 2 and 4 threads.
+    #[test]
+    fn cpu_kernels_on_large_shapes_and_thread_counts() -> Result<()> {
+        let dev = Device::Cpu;
+        for shape in [(700usize, 3usize, 37usize), (3, 37, 700), (2, 4099, 5)] {
+            let shape_dims = [shape.0, shape.1, shape.2];
+            let n = shape.0 * shape.1 * shape.2;
+            let x = crate::Rng::new(7).normal_vec(n, 0.0, 6.0);
+            let w = crate::Rng::new(8).normal_vec(n, 0.0, 1.0);
+            let x_var =
+                candle_core::Var::from_vec(x.iter().map(|&v| v as f64).collect(), shape, &dev)?;
+            let x64 = x_var.as_tensor();
+            let w64 = Tensor::from_vec(w.iter().map(|&v| v as f64).collect(), shape, &dev)?;
+            for dim in 0..3 {
+                for (log, scale) in [(false, 1.0), (true, 1.0), (false, 0.37)] {
+                    let x64 = (x64 * scale)?;
+                    let shift = x64.max_keepdim(dim)?.detach();
+                    let z = x64.broadcast_sub(&shift)?;
+                    let want = match log {
+                        false => z.exp()?.broadcast_div(&z.exp()?.sum_keepdim(dim)?)?,
+                        true => z.broadcast_sub(&z.exp()?.sum_keepdim(dim)?.log()?)?,
+                    };
+                    let want_grad = (&want * &w64)?
+                        .sum_all()?
+                        .backward()?
+                        .remove(&x_var)
+                        .unwrap();
+                    for threads in [1, 2, 4] {
+                        let pool = rayon::ThreadPoolBuilder::new()
+                            .num_threads(threads)
+                            .build()
+                            .unwrap();
+                        let (y, g) = pool.install(|| -> Result<(Tensor, Tensor)> {
+                            let x = candle_core::Var::from_vec(x.clone(), shape, &dev)?;
+                            let w = Tensor::from_vec(w.clone(), shape, &dev)?;
+                            let y = match log {
+                                true => log_softmax(&x, dim)?,
+                                false => scaled_softmax(&x, scale, dim)?,
+                            };
+                            let g = (&y * &w)?.sum_all()?.backward()?.remove(&x).unwrap();
+                            Ok((y, g))
+                        })?;
+                        for (what, ours, theirs) in [("y", y, &want), ("grad", g, &want_grad)] {
+                            let d = (ours.to_dtype(DType::F64)? - theirs)?.abs()?.max_all()?;
+                            let d = d.to_scalar::<f64>()?;
+                            // f32 sums over the axis: error grows with its length
+                            let tol = 2e-5 + 4e-7 * shape_dims[dim] as f64;
+                            assert!(d < tol, "{shape:?} dim {dim} log {log} scale {scale} {threads} threads {what}: {d}");
+                        }
+                    }
                 }
             }
         }
