@@ -49,18 +49,17 @@ impl Real for f32 {
         let t = x * std::f64::consts::LOG2_E + ROUND;
         let n = t - ROUND;
         let r = x - n * LN2_HI - n * LN2_LO;
-        let mut p = 1.0 / 3_628_800.0;
-        for k in (1..10).rev() {
-            p = p * r + INV_FACTORIAL[k];
-        }
-        let e = p * r + 1.0;
+        let e = INV_FACTORIAL[..10]
+            .iter()
+            .rev()
+            .fold(INV_FACTORIAL[10], |p, &c| p * r + c);
         let k = t.to_bits() as i64 - ROUND.to_bits() as i64;
         (e * f64::from_bits(((k + 1023) << 52) as u64)) as f32
     }
 }
 
-/// `1 / k!` for k < 10.
-const INV_FACTORIAL: [f64; 10] = [
+/// `1 / k!` for k ≤ 10.
+const INV_FACTORIAL: [f64; 11] = [
     1.0,
     1.0,
     1.0 / 2.0,
@@ -71,6 +70,7 @@ const INV_FACTORIAL: [f64; 10] = [
     1.0 / 5_040.0,
     1.0 / 40_320.0,
     1.0 / 362_880.0,
+    1.0 / 3_628_800.0,
 ];
 
 impl Real for f64 {
@@ -114,13 +114,19 @@ fn lane_dot<T: Real>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> T {
     lanes.iter().fold(s, |a, &b| a + b)
 }
 
+/// `Σ a_i` in eight lanes.
+#[inline(always)]
+fn lane_sum<T: Real>(a: &[T]) -> T {
+    lane_dot(a, a, |x, _| x)
+}
+
 /// `y = exp(s·(x − m))` over a row; returns `Σ y` (summed in eight lanes).
 #[inline(always)]
 fn exp_row<T: Real>(x: &[T], m: T, s: T, y: &mut [T]) -> T {
     for (o, &v) in y.iter_mut().zip(x) {
         *o = ((v - m) * s).exp_lanes();
     }
-    lane_dot(y, y, |e, _| e)
+    lane_sum(y)
 }
 
 /// Whether this CPU runs the AVX2 build of the forward (detected once; std caches it).
@@ -279,7 +285,7 @@ impl SoftmaxBackward {
                         dxs.chunks_mut(len).zip(ys.chunks(len).zip(ds.chunks(len)))
                     {
                         let s = match log {
-                            true => lane_dot(dr, dr, |d, _| d),
+                            true => lane_sum(dr),
                             false => lane_dot(yr, dr, |y, d| y * d),
                         };
                         for ((o, &yv), &dv) in xr.iter_mut().zip(yr).zip(dr) {
