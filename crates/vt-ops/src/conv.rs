@@ -20,12 +20,24 @@
 use crate::contiguous_data;
 use crate::gemm::{for_each_tile, gemm_acc, scratch, Float, Scratch, View};
 use crate::im2col::{col2im_plane, im2col_plane, Window};
+use crate::same_conv::{SameConv, SameConvFloat};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// A GEMM should have at least this many columns; smaller maps batch several samples.
 const MIN_COLS: usize = 256;
+
+/// Where the direct kernel of stride-1 "same" windows ([`crate::same_conv`]) replaces im2col +
+/// GEMM. Narrower maps keep im2col: the direct kernel computes `k − 1` padding columns per row
+/// and rounds each sample's positions up to whole tiles. More channels keep it too: there the
+/// GEMM runs near its roof and im2col costs only `1/O` of it. Measured with
+/// `crates/vt-ops/examples/same_conv_ab.rs`: the direct forward and input gradient win from
+/// 7 px; the weight gradient's dot products lose below 14 px; 64 channels still win at 56 px,
+/// 128 and more lose.
+const MIN_SAME_WIDTH: usize = 7;
+const MIN_SAME_WEIGHT_GRAD_WIDTH: usize = 14;
+const MAX_SAME_CHANNELS: usize = 64;
 
 /// Sizes of one convolution, fixed when the op is built and checked against its inputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +85,27 @@ impl Geometry {
             tiles -= tiles % threads;
         }
         (n.div_ceil(tiles), outer, if outer { 1 } else { threads })
+    }
+    /// The direct kernel of this convolution, where it has one and pays ([`MIN_SAME_WIDTH`]).
+    fn same(&self) -> Option<SameConv> {
+        let w = &self.win;
+        let same = crate::direct_conv()
+            && self.groups == 1
+            && w.k > 1
+            && w.k % 2 == 1
+            && w.stride == 1
+            && w.dilation == 1
+            && w.pad == w.k / 2
+            && self.w >= MIN_SAME_WIDTH
+            && self.c.max(self.o) <= MAX_SAME_CHANNELS;
+        same.then_some(SameConv {
+            n: self.n,
+            c: self.c,
+            o: self.o,
+            h: self.h,
+            w: self.w,
+            k: w.k,
+        })
     }
     fn x_dims(&self) -> (usize, usize, usize, usize) {
         (self.n, self.c, self.h, self.w)
@@ -133,7 +166,10 @@ impl Geometry {
         (buf, t * l)
     }
 
-    fn forward<T: Float>(&self, x: &[T], wt: &[T]) -> Vec<T> {
+    fn forward<T: SameConvFloat>(&self, x: &[T], wt: &[T]) -> Vec<T> {
+        if let Some(same) = self.same() {
+            return same.forward(x, wt);
+        }
         let (o, l, kg, og) = (self.o, self.l(), self.kg(), self.og());
         let (tile, outer, inner) = self.plan();
         // every tile's GEMM (or its copy) writes all of its outputs
@@ -184,7 +220,10 @@ impl Geometry {
     }
 
     /// `dW = Σ_t dY_t · cols(X_t)ᵀ`, shaped like the weight.
-    fn weight_grad<T: Float>(&self, x: &[T], dy: &[T]) -> Vec<T> {
+    fn weight_grad<T: SameConvFloat>(&self, x: &[T], dy: &[T]) -> Vec<T> {
+        if let Some(same) = self.same().filter(|s| s.w >= MIN_SAME_WEIGHT_GRAD_WIDTH) {
+            return same.weight_grad(x, dy);
+        }
         let (l, kg, og) = (self.l(), self.kg(), self.og());
         let (tile, outer, inner) = self.plan();
         let tiles = self.n.div_ceil(tile);
@@ -277,7 +316,10 @@ impl Geometry {
     }
 
     /// `dX_t = col2im(Wᵀ · dY_t)`, or the forward of [`Self::transposed`] where it exists.
-    fn input_grad<T: Float>(&self, dy: &[T], wt: &[T]) -> Vec<T> {
+    fn input_grad<T: SameConvFloat>(&self, dy: &[T], wt: &[T]) -> Vec<T> {
+        if let Some(same) = self.same() {
+            return same.input_grad(dy, wt);
+        }
         if let Some(t) = self.transposed() {
             return t.forward(dy, &self.transposed_weight(wt));
         }

@@ -9,7 +9,8 @@
 //! * [`resize`]: bilinear (PyTorch, `align_corners=False`) and nearest resize, adaptive pooling;
 //! * [`softmax`]: softmax / log-softmax along any axis;
 //! * [`batch_norm`]: fused CPU batch norm (train mode, optionally + ReLU) with its backward;
-//! * [`conv`]: CPU convolution as one op (tiled im2col + GEMM), columns recomputed in the backward;
+//! * [`conv`]: CPU convolution as one op (tiled im2col + GEMM, columns recomputed in the
+//!   backward; a direct kernel for stride-1 "same" windows on small channel counts);
 //! * [`nn`]: conv2d, grouped 1x1 conv, linear, batch norm; [`group_norm`]: group norm;
 //! * [`stochastic`]: dropout and drop-path;
 //! * [`store`]: seeded initialisation and checked weight loading (one error lists every bad key);
@@ -36,6 +37,7 @@ pub mod pool;
 pub mod residual;
 pub mod resize;
 pub mod rng;
+mod same_conv;
 pub mod softmax;
 mod softmax_cpu;
 pub mod stochastic;
@@ -53,11 +55,21 @@ pub use store::VarStore;
 /// The one place that chooses between vt's CPU kernels (conv2d, fused batch norm, max pooling)
 /// and candle's own ops: vt's on the CPU, candle's on other devices. Setting the
 /// environment variable `VT_CPU_KERNELS=candle` selects candle's ops on the CPU too (for
-/// comparisons such as `cargo xtask bench-peer`).
+/// comparisons such as `cargo xtask bench-peer`); `VT_CPU_KERNELS=im2col` keeps vt's kernels
+/// but runs every convolution as im2col + GEMM, without the direct kernel of small stride-1
+/// convolutions (to measure what that kernel gains).
 pub fn cpu_kernels(device: &candle_core::Device) -> bool {
-    static CANDLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    device.is_cpu()
-        && !*CANDLE.get_or_init(|| std::env::var("VT_CPU_KERNELS").is_ok_and(|v| v == "candle"))
+    device.is_cpu() && kernel_choice() != "candle"
+}
+
+/// Whether vt's CPU convolution may use its direct kernel ([`conv`]).
+pub(crate) fn direct_conv() -> bool {
+    kernel_choice() != "im2col"
+}
+
+fn kernel_choice() -> &'static str {
+    static CHOICE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CHOICE.get_or_init(|| std::env::var("VT_CPU_KERNELS").unwrap_or_default())
 }
 
 /// The data of a contiguous CPU tensor, for the kernels; `what` names the operand in the error.
