@@ -27,9 +27,9 @@ const ROUNDS: usize = 3;
 /// Median forward and forward + backward milliseconds of each shape, one line per shape.
 fn child() -> Result<()> {
     for &(n, c, hw) in SHAPES {
-        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, c, hw, hw), &Device::Cpu)?)?;
-        let w = Var::from_tensor(&Tensor::randn(0f32, 0.1, (c, c, 3, 3), &Device::Cpu)?)?;
-        let seed = Tensor::randn(0f32, 1.0, (n, c, hw, hw), &Device::Cpu)?;
+        let x = Var::from_tensor(&normal(&[n, c, hw, hw], 1.0, 1)?)?;
+        let w = Var::from_tensor(&normal(&[c, c, 3, 3], 0.1, 2)?)?;
+        let seed = normal(&[n, c, hw, hw], 1.0, 3)?;
         let (mut fwd, mut both) = (vec![], vec![]);
         for i in 0..ITERS + 2 {
             let t0 = Instant::now();
@@ -44,6 +44,15 @@ fn child() -> Result<()> {
         println!("{} {}", median(&mut fwd) * 1e3, median(&mut both) * 1e3);
     }
     Ok(())
+}
+
+fn normal(shape: &[usize], std: f64, seed: u64) -> Result<Tensor> {
+    let n = shape.iter().product();
+    Tensor::from_vec(
+        vt_ops::Rng::new(seed).normal_vec(n, 0.0, std),
+        shape,
+        &Device::Cpu,
+    )
 }
 
 fn median(v: &mut [f64]) -> f64 {
