@@ -29,14 +29,13 @@ use rayon::prelude::*;
 const MIN_COLS: usize = 256;
 
 /// Where the direct kernel of stride-1 "same" windows ([`crate::same_conv`]) replaces im2col +
-/// GEMM. Narrower maps keep im2col: the direct kernel computes `k − 1` padding columns per row
-/// and rounds each sample's positions up to whole tiles. More channels keep it too: there the
-/// GEMM runs near its roof and im2col costs only `1/O` of it. Measured with
-/// `crates/vt-ops/examples/same_conv_ab.rs`: the direct forward and input gradient win from
-/// 7 px; the weight gradient's dot products lose below 14 px; 64 channels still win at 56 px,
-/// 128 and more lose.
-const MIN_SAME_WIDTH: usize = 7;
-const MIN_SAME_WEIGHT_GRAD_WIDTH: usize = 14;
+/// GEMM. Narrower maps keep im2col: the direct kernel computes `k − 1` padding columns per row,
+/// rounds each sample's positions up to whole tiles, and its weight gradient's dot products get
+/// short. More channels keep it too: there the GEMM runs near its roof and im2col costs only
+/// `1/O` of it. `cargo run --release -p vt-ops --example same_conv_ab`: at 56 and 28 px the
+/// direct kernel wins, at 14 px it is level or slightly ahead, at 7 px level or behind (within
+/// the host's noise); at 128 channels im2col wins.
+const MIN_SAME_WIDTH: usize = 14;
 const MAX_SAME_CHANNELS: usize = 64;
 
 /// Sizes of one convolution, fixed when the op is built and checked against its inputs.
@@ -221,7 +220,7 @@ impl Geometry {
 
     /// `dW = Σ_t dY_t · cols(X_t)ᵀ`, shaped like the weight.
     fn weight_grad<T: SameConvFloat>(&self, x: &[T], dy: &[T]) -> Vec<T> {
-        if let Some(same) = self.same().filter(|s| s.w >= MIN_SAME_WEIGHT_GRAD_WIDTH) {
+        if let Some(same) = self.same() {
             return same.weight_grad(x, dy);
         }
         let (l, kg, og) = (self.l(), self.kg(), self.og());
