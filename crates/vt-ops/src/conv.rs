@@ -18,7 +18,7 @@
 //! ([`conv2d`] selects).
 
 use crate::contiguous_data;
-use crate::gemm::{for_each_tile, gemm_acc, scratch, Float, Scratch, View};
+use crate::gemm::{for_each_tile, gemm_acc, scratch, sum_parts, Float, Scratch, View};
 use crate::im2col::{col2im_plane, im2col_plane, Window};
 use crate::same_conv::{SameConv, SameConvFloat};
 use candle_core::backend::BackendStorage;
@@ -271,14 +271,7 @@ impl Geometry {
             }
             acc
         };
-        let mut partials: Vec<Vec<T>> = (0..parts).into_par_iter().map(part).collect();
-        let mut dw = partials.swap_remove(0);
-        for p in partials {
-            for (a, b) in dw.iter_mut().zip(p) {
-                *a += b;
-            }
-        }
-        dw
+        sum_parts((0..parts).into_par_iter().map(part).collect())
     }
 
     /// The convolution whose forward is this one's input gradient, when there is one: for a

@@ -67,6 +67,17 @@ pub(crate) fn scratch<T: Float>(v: &mut Vec<T>, n: usize) -> &mut [T] {
     &mut v[..n]
 }
 
+/// The element-wise sum of the per-thread partial results of a reduction (at least one).
+pub(crate) fn sum_parts<T: Float>(mut parts: Vec<Vec<T>>) -> Vec<T> {
+    let mut sum = parts.swap_remove(0);
+    for p in parts {
+        for (a, b) in sum.iter_mut().zip(p) {
+            *a += b;
+        }
+    }
+    sum
+}
+
 /// A strided matrix over a slice: element `(i, j)` at `data[i·rs + j·cs]`.
 pub(crate) struct View<'a, T> {
     pub data: &'a [T],

@@ -17,7 +17,7 @@
 //!
 //! The tiles have an AVX2 + FMA build for f32, chosen at run time, and a portable one.
 
-use crate::gemm::Float;
+use crate::gemm::{scratch, sum_parts, Float, Scratch};
 use rayon::prelude::*;
 
 /// Output positions × output channels of a forward tile: eight accumulators, two vector loads
@@ -90,10 +90,10 @@ impl SameConvFloat for f32 {
     }
 }
 
+/// Whether this CPU runs the AVX2 + FMA tiles (std caches the detection).
 #[cfg(target_arch = "x86_64")]
 fn avx2_fma() -> bool {
-    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
 }
 
 /// The offsets ascend (they follow the grid), so the last is the largest.
@@ -259,7 +259,7 @@ impl SameConv {
     /// Copies one sample `(C, H, W)` onto its zero-padded grid in `buf`.
     fn pad_into<'a, T: Float>(&self, x: &[T], buf: &'a mut Vec<T>) -> &'a [T] {
         let (h, w, gw, r) = (self.h, self.w, self.gw(), self.k / 2);
-        let grid = crate::gemm::scratch(buf, self.grid_len());
+        let grid = scratch(buf, self.grid_len());
         let (planes, tail) = grid.split_at_mut(self.c * self.plane());
         tail.fill(T::default());
         for (plane, src) in planes
@@ -308,23 +308,22 @@ impl SameConv {
         let split = (2 * threads).div_ceil(self.n.max(1)).clamp(1, panels);
         let per_job = panels.div_ceil(split) * NR;
         let mut y = crate::output_vec(self.n * o * hw);
-        let run =
-            |(s, o0, y_job): (usize, usize, &mut [T]),
-             crate::gemm::Scratch(grid, tile): &mut crate::gemm::Scratch<T>| {
-                let xg = self.pad_into(&x[s * c * hw..(s + 1) * c * hw], grid);
-                let tile = crate::gemm::scratch(tile, NR * ld);
-                for (pi, y_panel) in y_job.chunks_mut(NR * hw).enumerate() {
-                    let panel = &packed[(o0 / NR + pi) * kc * NR..][..kc * NR];
-                    for b in 0..blocks {
-                        T::tile_forward(&xg[b * MR..], &off, panel, &mut tile[b * MR..], ld);
-                    }
-                    for (j, plane) in y_panel.chunks_exact_mut(hw).enumerate() {
-                        for (yy, line) in plane.chunks_exact_mut(w).enumerate() {
-                            line.copy_from_slice(&tile[j * ld + yy * gw..][..w]);
-                        }
+        let run = |(s, o0, y_job): (usize, usize, &mut [T]),
+                   Scratch(grid, tile): &mut Scratch<T>| {
+            let xg = self.pad_into(&x[s * c * hw..(s + 1) * c * hw], grid);
+            let tile = scratch(tile, NR * ld);
+            for (pi, y_panel) in y_job.chunks_mut(NR * hw).enumerate() {
+                let panel = &packed[(o0 / NR + pi) * kc * NR..][..kc * NR];
+                for b in 0..blocks {
+                    T::tile_forward(&xg[b * MR..], &off, panel, &mut tile[b * MR..], ld);
+                }
+                for (j, plane) in y_panel.chunks_exact_mut(hw).enumerate() {
+                    for (yy, line) in plane.chunks_exact_mut(w).enumerate() {
+                        line.copy_from_slice(&tile[j * ld + yy * gw..][..w]);
                     }
                 }
-            };
+            }
+        };
         // jobs are (sample, run of panels): chunks of each sample's output
         y.par_chunks_mut(o * hw)
             .enumerate()
@@ -333,9 +332,7 @@ impl SameConv {
                     .enumerate()
                     .map(move |(j, y_job)| (s, j * per_job, y_job))
             })
-            .for_each_init(crate::gemm::Scratch::default, |scratch, job| {
-                run(job, scratch)
-            });
+            .for_each_init(Scratch::default, |buffers, job| run(job, buffers));
         y
     }
 
@@ -369,12 +366,12 @@ impl SameConv {
         let parts = rayon::current_num_threads().min(self.n).max(1);
         let part = |pi: usize| {
             let mut acc = vec![T::default(); o * kc];
-            let mut scratch = crate::gemm::Scratch::<T>::default();
-            let crate::gemm::Scratch(grid, dyg) = &mut scratch;
+            let mut buffers = Scratch::<T>::default();
+            let Scratch(grid, dyg) = &mut buffers;
             for s in (pi * self.n / parts)..((pi + 1) * self.n / parts) {
                 let xg = self.pad_into(&x[s * c * hw..(s + 1) * c * hw], grid);
                 // dY on the grid's width, zeros in the padding columns and past the end
-                let dyg = crate::gemm::scratch(dyg, rows * len);
+                let dyg = scratch(dyg, rows * len);
                 dyg.fill(T::default());
                 for (oc, plane) in dy[s * o * hw..(s + 1) * o * hw]
                     .chunks_exact(hw)
@@ -386,7 +383,7 @@ impl SameConv {
                 }
                 for r0 in (0..o).step_by(DO) {
                     for t0 in (0..kc).step_by(DK) {
-                        let taps = [0, 1, 2].map(|t| off[(t0 + t).min(kc - 1)]);
+                        let taps = std::array::from_fn(|t| off[(t0 + t).min(kc - 1)]);
                         let d = T::tile_dots(&dyg[r0 * len..], len, xg, taps, len);
                         for (r, sums) in d.iter().enumerate().take(o - r0) {
                             let row = &mut acc[(r0 + r) * kc..][..kc];
@@ -399,13 +396,6 @@ impl SameConv {
             }
             acc
         };
-        let mut partials: Vec<Vec<T>> = (0..parts).into_par_iter().map(part).collect();
-        let mut dw = partials.swap_remove(0);
-        for p in partials {
-            for (a, b) in dw.iter_mut().zip(p) {
-                *a += b;
-            }
-        }
-        dw
+        sum_parts((0..parts).into_par_iter().map(part).collect())
     }
 }
