@@ -309,9 +309,7 @@ impl Geometry {
 
     /// `dX_t = col2im(Wᵀ · dY_t)`, or the forward of [`Self::transposed`] where it exists.
     fn input_grad<T: SameConvFloat>(&self, dy: &[T], wt: &[T]) -> Vec<T> {
-        if let Some(same) = self.same() {
-            return same.input_grad(dy, wt);
-        }
+        // the transposed conv's forward takes the direct kernel wherever this one does
         if let Some(t) = self.transposed() {
             return t.forward(dy, &self.transposed_weight(wt));
         }

@@ -10,7 +10,8 @@
 //!
 //! * forward: a register tile of 16 positions × 4 output channels, one multiply-add per tap
 //!   and channel (a GEMM microkernel reading the grid in place);
-//! * input gradient: this forward with the transposed kernels rotated by 180°;
+//! * input gradient: this forward with the transposed kernels rotated by 180° (conv.rs's
+//!   transposed convolution, which takes this kernel wherever the forward does);
 //! * weight gradient: `dW[o, (c, t)] = Σ_n Σ_p dY[n, o, p] · X̃[n, p + off(c, t)]`, dot
 //!   products in tiles of 4 output channels × 3 taps, with `dY` on the grid (zeros in its
 //!   padding columns).
@@ -334,25 +335,6 @@ impl SameConv {
             })
             .for_each_init(Scratch::default, |buffers, job| run(job, buffers));
         y
-    }
-
-    /// `dX = conv(dY, W')` with `W'[c, o]` = `W[o, c]` rotated by 180°.
-    pub fn input_grad<T: SameConvFloat>(&self, dy: &[T], wt: &[T]) -> Vec<T> {
-        let kk = self.k * self.k;
-        let mut wr = vec![T::default(); wt.len()];
-        for (i, src) in wt.chunks_exact(kk).enumerate() {
-            let (oc, ic) = (i / self.c, i % self.c);
-            let dst = &mut wr[(ic * self.o + oc) * kk..][..kk];
-            for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
-                *d = *s;
-            }
-        }
-        SameConv {
-            c: self.o,
-            o: self.c,
-            ..*self
-        }
-        .forward(dy, &wr)
     }
 
     /// `dW (O, C, k, k)` of `dY (N, O, H, W)` against `x (N, C, H, W)`.
