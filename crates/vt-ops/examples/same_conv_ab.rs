@@ -10,9 +10,9 @@ use std::process::Command;
 use std::time::Instant;
 
 /// (batch, channels in = out, side): the 3×3 convs of the small-image models at 28 and 56 px
-/// (width 1/4), full-width ResNet-18's first stage at 56 px, and two shapes that stay on
-/// im2col (7 px, below `MIN_SAME_WIDTH`; 128 channels, past `MAX_SAME_CHANNELS`): their ratios
-/// read 1 within the noise, a control.
+/// (width 1/4), full-width ResNet-18's first stage at 56 px, 7 px (where only the forward and
+/// input gradient take the direct kernel, `MIN_SAME_WIDTH`), and 128 channels, past
+/// `MAX_SAME_CHANNELS`, which stays on im2col: its ratio reads 1 within the noise, a control.
 const SHAPES: &[(usize, usize, usize)] = &[
     (64, 16, 28),
     (64, 32, 14),

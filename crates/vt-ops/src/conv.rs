@@ -29,14 +29,26 @@ use rayon::prelude::*;
 const MIN_COLS: usize = 256;
 
 /// Where the direct kernel of stride-1 "same" windows ([`crate::same_conv`]) replaces im2col +
-/// GEMM. Narrower maps keep im2col: the direct kernel computes `k − 1` padding columns per row,
-/// rounds each sample's positions up to whole tiles, and its weight gradient's dot products get
-/// short. More channels keep it too: there the GEMM runs near its roof and im2col costs only
-/// `1/O` of it. `cargo run --release -p vt-ops --example same_conv_ab`: at 56 and 28 px the
-/// direct kernel wins, at 14 px it is level or slightly ahead, at 7 px level or behind (within
-/// the host's noise); at 128 channels im2col wins.
-const MIN_SAME_WIDTH: usize = 14;
+/// GEMM. Narrower maps keep im2col: the direct kernel computes `k − 1` padding columns per row
+/// and rounds each sample's positions up to whole tiles; its weight gradient's dot products get
+/// short sooner, so it starts at a wider map. More channels keep im2col too: there the GEMM
+/// runs near its roof and im2col costs only `1/O` of it.
+/// `cargo run --release -p vt-ops --example same_conv_ab`: forward + backward, the direct kernel
+/// wins at 56 and 28 px, is level or slightly ahead at 14 px and level or behind at 7 px; at 128
+/// channels im2col wins. In VT-ResNet-18 at 28 px (`bench-peer --single`), the forward's
+/// (and input gradient's) kernel on the 7 px stage cut inference 7-10 %, while its weight
+/// gradient there left training level.
+const MIN_SAME_WIDTH: SameWidth = SameWidth {
+    forward: 7,
+    weight_grad: 14,
+};
 const MAX_SAME_CHANNELS: usize = 64;
+
+/// The narrowest map each pass runs the direct kernel on (the input gradient is a forward).
+struct SameWidth {
+    forward: usize,
+    weight_grad: usize,
+}
 
 /// Sizes of one convolution, fixed when the op is built and checked against its inputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,22 +83,34 @@ impl Geometry {
     fn pointwise(&self) -> bool {
         self.win.k == 1 && self.win.stride == 1 && self.win.pad == 0
     }
-    /// `(samples per tile, tiles in parallel, GEMM threads)`. Tiles hold at least
-    /// [`MIN_COLS`] columns where the batch allows; they run in parallel, single-threaded, when
-    /// there are enough to share evenly between the threads, otherwise one after another with
-    /// a multithreaded GEMM.
-    fn plan(&self) -> (usize, bool, usize) {
+    /// `(samples per tile, tiles in parallel, GEMM threads)`. Tiles hold at least `min_cols`
+    /// columns where the batch allows; they run in parallel, single-threaded, when there are
+    /// enough to share evenly between the threads, otherwise one after another with a
+    /// multithreaded GEMM.
+    fn plan(&self, min_cols: usize) -> (usize, bool, usize) {
         let threads = rayon::current_num_threads();
         let n = self.n.max(1);
-        let mut tiles = (n / MIN_COLS.div_ceil(self.l())).max(1);
+        let mut tiles = (n / min_cols.div_ceil(self.l())).max(1);
         let outer = threads > 1 && tiles >= threads;
         if outer {
             tiles -= tiles % threads;
         }
         (n.div_ceil(tiles), outer, if outer { 1 } else { threads })
     }
-    /// The direct kernel of this convolution, where it has one and pays ([`MIN_SAME_WIDTH`]).
-    fn same(&self) -> Option<SameConv> {
+    /// The GEMM width the forward and input gradient batch samples up to. A pointwise
+    /// convolution multiplies each sample's planes in place, with no gather and no scatter:
+    /// on the VT modules' token maps (16-49 positions) that beats gathering wider GEMMs. Its
+    /// weight gradient still gathers [`MIN_COLS`], as there the columns are the GEMM's depth.
+    fn min_cols(&self) -> usize {
+        if self.pointwise() {
+            1
+        } else {
+            MIN_COLS
+        }
+    }
+    /// The direct kernel of this convolution, where it has one and pays on maps at least
+    /// `min_width` wide ([`MIN_SAME_WIDTH`]).
+    fn same(&self, min_width: usize) -> Option<SameConv> {
         let w = &self.win;
         let same = crate::direct_conv()
             && self.groups == 1
@@ -95,7 +119,7 @@ impl Geometry {
             && w.stride == 1
             && w.dilation == 1
             && w.pad == w.k / 2
-            && self.w >= MIN_SAME_WIDTH
+            && self.w >= min_width
             && self.c.max(self.o) <= MAX_SAME_CHANNELS;
         same.then_some(SameConv {
             n: self.n,
@@ -132,7 +156,12 @@ impl Geometry {
         let fill = |(ch, rows): (usize, &mut [T])| {
             for j in 0..t {
                 let plane = &x[((s0 + j) * self.c + ch) * hw..][..hw];
-                im2col_plane(&self.win, plane, self.h, self.w, &mut rows[j * l..], tl);
+                if self.pointwise() {
+                    // the plane is its only column row
+                    rows[j * l..][..l].copy_from_slice(plane);
+                } else {
+                    im2col_plane(&self.win, plane, self.h, self.w, &mut rows[j * l..], tl);
+                }
             }
         };
         if parallel {
@@ -166,11 +195,11 @@ impl Geometry {
     }
 
     fn forward<T: SameConvFloat>(&self, x: &[T], wt: &[T]) -> Vec<T> {
-        if let Some(same) = self.same() {
+        if let Some(same) = self.same(MIN_SAME_WIDTH.forward) {
             return same.forward(x, wt);
         }
         let (o, l, kg, og) = (self.o, self.l(), self.kg(), self.og());
-        let (tile, outer, inner) = self.plan();
+        let (tile, outer, inner) = self.plan(self.min_cols());
         // every tile's GEMM (or its copy) writes all of its outputs
         let mut y = crate::output_vec(self.n * o * l);
         let run = |(ti, y_t): (usize, &mut [T]), Scratch(cols, tmp): &mut Scratch<T>| {
@@ -220,11 +249,11 @@ impl Geometry {
 
     /// `dW = Σ_t dY_t · cols(X_t)ᵀ`, shaped like the weight.
     fn weight_grad<T: SameConvFloat>(&self, x: &[T], dy: &[T]) -> Vec<T> {
-        if let Some(same) = self.same() {
+        if let Some(same) = self.same(MIN_SAME_WIDTH.weight_grad) {
             return same.weight_grad(x, dy);
         }
         let (l, kg, og) = (self.l(), self.kg(), self.og());
-        let (tile, outer, inner) = self.plan();
+        let (tile, outer, inner) = self.plan(MIN_COLS);
         let tiles = self.n.div_ceil(tile);
         // each part sums a contiguous run of tiles into its own accumulator
         let parts = if outer {
@@ -315,7 +344,7 @@ impl Geometry {
         }
         let (c, l, kg, og, kk) = (self.c, self.l(), self.kg(), self.og(), self.kk());
         let hw = self.h * self.w;
-        let (tile, outer, inner) = self.plan();
+        let (tile, outer, inner) = self.plan(self.min_cols());
         let mut dx = vec![T::default(); self.n * c * hw];
         let run = |(ti, dx_t): (usize, &mut [T]), Scratch(gcols, dyb): &mut Scratch<T>| {
             let (s0, t) = (ti * tile, dx_t.len() / (c * hw));

@@ -60,6 +60,11 @@ fn matches_candle_conv2d_over_a_table_of_shapes() -> Result<()> {
         (1, 5, 14, 14, 32, 3, 1, 1, 1, 1),
         (3, 16, 28, 28, 16, 3, 1, 1, 1, 1),
         (2, 3, 8, 15, 1, 3, 1, 1, 1, 1),
+        // from 7 px only the forward and the input gradient do: the 7 px stage of the main job
+        (3, 64, 7, 7, 64, 3, 1, 1, 1, 1),
+        // pointwise on token maps: one sample per forward GEMM, gathered weight gradient
+        (5, 8, 16, 1, 12, 1, 1, 0, 1, 4),
+        (20, 6, 16, 1, 5, 1, 1, 0, 1, 1),
     ];
     let rel = |a: &Tensor, b: &Tensor| -> Result<f32> {
         let err = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
@@ -127,10 +132,11 @@ fn an_input_without_gradient_gets_none() -> Result<()> {
 
 #[test]
 fn gradients_by_finite_differences() -> Result<()> {
-    // the direct kernel of stride-1 "same" windows (maps at least 14 wide)
-    for k in [3, 5] {
+    // the direct kernel of stride-1 "same" windows: all passes from 14 px wide, the forward
+    // and input gradient (beside im2col's weight gradient) from 7 px
+    for (k, w) in [(3, 14), (5, 14), (3, 7)] {
         check_gradient(
-            &[vec![2usize, 3, 6, 14], vec![5, 3, k, k]],
+            &[vec![2usize, 3, 6, w], vec![5, 3, k, k]],
             DType::F64,
             |t| {
                 let y = conv2d(&t[0], &t[1], 1, k / 2, 1, 1)?;
