@@ -1,6 +1,7 @@
 //! Kernel benches: every distinct conv shape of ResNet-18 and ResNet-50 (224 px stages, batch
 //! 8), forward and forward+backward, vt's conv op against candle's built-in conv2d; batch
-//! norm (and BN + ReLU) fused vs composite; one VT module; and the GEMM roof (1024³ matmul). Throughput is in
+//! norm (and BN + ReLU) fused vs composite; the position encoder's conv of a resized map, folded
+//! vs explicit; one VT module; and the GEMM roof (1024³ matmul). Throughput is in
 //! FLOPs (2 per MAC), so criterion's "elem/s" reads as FLOP/s against the roof.
 
 use candle_core::{DType, Device, ModuleT, Tensor, Var};
@@ -135,6 +136,40 @@ fn batch_norm(c: &mut Criterion) {
     g.finish();
 }
 
+/// The VT position encoder's first conv on 28 px images: 64 images × 16 tokens of 16-head
+/// coefficient maps, 7 px resized to 14 px, 3×3 stride 2. `Conv2d::forward_resized` folds the
+/// resize into the kernel; "resize_then_conv" is the explicit resize the reference writes.
+fn resized_conv(c: &mut Criterion) {
+    let store = VarStore::seeded(0, DType::F32, &Device::Cpu);
+    let cfg = vt_ops::Conv2dConfig {
+        stride: 2,
+        padding: 1,
+        ..Default::default()
+    };
+    let conv = vt_ops::Conv2d::new(16, 16, 3, cfg, None, store.var_builder()).unwrap();
+    let x = Var::from_tensor(&rand(&[1024, 16, 7, 7], 7)).unwrap();
+    let mut g = c.benchmark_group("ops/resized_conv");
+    g.sample_size(10).measurement_time(Duration::from_secs(3));
+    let folded = |x: &Tensor| conv.forward_resized(x, (14, 14)).unwrap();
+    let explicit = |x: &Tensor| {
+        let big = vt_ops::resize::resize_nearest(x, (14, 14)).unwrap();
+        candle_core::Module::forward(&conv, &big).unwrap()
+    };
+    for (name, f) in [
+        ("folded", &folded as &dyn Fn(&Tensor) -> Tensor),
+        ("resize_then_conv", &explicit),
+    ] {
+        let shape = "1024x16x7x7-to14-16k3s2/f32/cpu";
+        g.bench_function(BenchmarkId::new(format!("fwd/{name}"), shape), |b| {
+            b.iter(|| f(x.as_tensor()))
+        });
+        g.bench_function(BenchmarkId::new(format!("fwd_bwd/{name}"), shape), |b| {
+            b.iter(|| f(x.as_tensor()).sum_all().unwrap().backward().unwrap())
+        });
+    }
+    g.finish();
+}
+
 fn vt_module(c: &mut Criterion) {
     let store = VarStore::seeded(0, DType::F32, &Device::Cpu);
     let vt = VisualTransformer::new(&VtConfig::preset(256, 512), store.var_builder()).unwrap();
@@ -153,5 +188,5 @@ fn vt_module(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemm_roof, convs, batch_norm, vt_module);
+criterion_group!(benches, gemm_roof, convs, batch_norm, resized_conv, vt_module);
 criterion_main!(benches);

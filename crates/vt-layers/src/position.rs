@@ -2,7 +2,6 @@
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
-use vt_ops::resize::resize_nearest;
 use vt_ops::{Conv1x1, Conv2d, Conv2dConfig, Cost};
 
 /// `P = proj(flatten(downsample(resize_nearest(A → size×size))))`, one C_P vector per token.
@@ -79,8 +78,13 @@ impl PositionEncoder {
         let m = coef
             .permute((0, 3, 1, 2))?
             .reshape((n * lq, hc, hw.0, hw.1))?;
-        let mut m = resize_nearest(&m, (self.size, self.size))?;
-        for conv in &self.downsample {
+        let (first, rest) = self
+            .downsample
+            .split_first()
+            .expect("the 1×1 conv is always last");
+        // the resize goes into the first conv, folded where the size is its stride's multiple
+        let mut m = first.forward_resized(&m, (self.size, self.size))?;
+        for conv in rest {
             m = conv.forward(&m)?;
         }
         let m = m.reshape((n, lq, self.pos_dim))?.transpose(1, 2)?;

@@ -14,6 +14,10 @@
 //! * input gradient: `dX_t = col2im(Wᵀ · dY_t)`; for a stride-1 "same" window, the forward
 //!   of the transposed convolution (rotated kernels), which gathers instead of scattering.
 //!
+//! A pointwise convolution's forward and input gradient take one sample per tile and read
+//! and write its planes in place; stride-1 "same" windows take the direct kernel of
+//! [`crate::same_conv`] where it pays.
+//!
 //! Groups are offsets into the same matrices. Other devices keep candle's own conv2d
 //! ([`conv2d`] selects).
 
