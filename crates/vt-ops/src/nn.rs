@@ -6,7 +6,7 @@
 //! its parameters from a `VarBuilder` under PyTorch names, and reports its [`Cost`].
 
 use crate::cost::Cost;
-use candle_core::{bail, Module, ModuleT, Result, Tensor, Var, D};
+use candle_core::{bail, Module, ModuleT, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
 fn default_uniform(fan_in: usize) -> Init {
@@ -36,12 +36,13 @@ impl Default for Conv2dConfig {
     }
 }
 
-/// `nn.Conv2d`: weight `(out, in/groups, k, k)`, optional bias.
+/// `nn.Conv2d`: weight `(out, in/groups, k, k)`, optional bias. Its convolution of a resized
+/// map, `forward_resized`, is in [`crate::resize`].
 #[derive(Clone, Debug)]
 pub struct Conv2d {
-    weight: Tensor,
-    bias: Option<Tensor>,
-    cfg: Conv2dConfig,
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Option<Tensor>,
+    pub(crate) cfg: Conv2dConfig,
 }
 
 impl Conv2d {
@@ -109,53 +110,6 @@ impl Conv2d {
         let c = &self.cfg;
         let y = crate::conv::conv2d(x, &w, c.stride, c.padding, c.dilation, c.groups)?;
         crate::bias::add_channel_bias(&y, &shift)
-    }
-}
-
-impl Conv2d {
-    /// This convolution of `x` resized by nearest neighbour to `size` (PyTorch's legacy
-    /// `nearest`). Where `size` is `x`'s size times the stride and the output is `x`'s size
-    /// (dilation 1), no resized map is made: the upsampled input repeats each pixel `stride`
-    /// times, so the taps that land on one source pixel sum into one weight, and what remains
-    /// is a stride-1 "same" convolution of `x` itself. 3×3 stride 2, padding 1 becomes the
-    /// 3×3 kernel `(W₀, W₁ + W₂, 0)` along each axis. The VT position encoder's conv of 7 px
-    /// coefficient maps resized to 14 px (28 px images) then runs the direct kernel on 49
-    /// pixels instead of im2col over 196.
-    pub fn forward_resized(&self, x: &Tensor, size: (usize, usize)) -> Result<Tensor> {
-        let c = &self.cfg;
-        let (h, w) = (x.dim(D::Minus2)?, x.dim(D::Minus1)?);
-        let (k, s) = (self.weight.dim(3)?, c.stride);
-        let folds = s > 1
-            && c.dilation == 1
-            && size == (h * s, w * s)
-            && self.out_size(size.0, size.1) == (h, w);
-        if !folds {
-            return self.forward(&crate::resize::resize_nearest(x, size)?);
-        }
-        // tap t reads the source pixel ⌊(t − pad)/s⌋ away from the output position (≤ 0 for
-        // t = 0); the "same" kernel spans as far on both sides
-        let offset = |t: usize| (t as isize - c.padding as isize).div_euclid(s as isize);
-        let reach = (-offset(0)).max(offset(k - 1)).max(0);
-        let mut wt = self.weight.clone();
-        for axis in [2, 3] {
-            let folded = (-reach..=reach)
-                .map(|d| {
-                    let mut taps = (0..k).filter(|&t| offset(t) == d);
-                    let Some(first) = taps.next() else {
-                        return wt.narrow(axis, 0, 1)?.zeros_like();
-                    };
-                    taps.try_fold(wt.narrow(axis, first, 1)?, |sum, t| {
-                        sum + wt.narrow(axis, t, 1)?
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            wt = Tensor::cat(&folded, axis)?;
-        }
-        let y = crate::conv::conv2d(x, &wt, 1, reach as usize, 1, c.groups)?;
-        match &self.bias {
-            Some(b) => crate::bias::add_channel_bias(&y, b),
-            None => Ok(y),
-        }
     }
 }
 
@@ -472,57 +426,6 @@ mod tests {
             .broadcast_add(&b.reshape((1, 12, 1))?)?;
         assert!((y - want)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
         assert_eq!(conv.cost(5), Cost::new(12 * 2 * 5, 12 * 2 + 12));
-        Ok(())
-    }
-
-    #[test]
-    fn conv_of_a_resized_map_equals_resize_then_conv_with_gradients() -> Result<()> {
-        let dev = Device::Cpu;
-        // (k, stride, padding, groups, input side, resized side): folded where the size is
-        // the stride's multiple (the position encoder's 7 → 14 px is the first), else the
-        // explicit resize (last two)
-        let cases = [
-            (3, 2, 1, 1, 7, 14),
-            (3, 2, 0, 2, 5, 10),
-            (5, 2, 2, 1, 4, 8),
-            (4, 2, 1, 1, 6, 12),
-            (3, 3, 1, 1, 4, 12),
-            (2, 2, 0, 1, 5, 10),
-            (3, 2, 1, 1, 7, 13),
-            (3, 1, 1, 1, 7, 14),
-        ];
-        for (i, &(k, stride, padding, groups, side, size)) in cases.iter().enumerate() {
-            let store = VarStore::seeded(10 + i as u64, DType::F64, &dev);
-            let cfg = Conv2dConfig {
-                stride,
-                padding,
-                groups,
-                ..Default::default()
-            };
-            let conv = Conv2d::new(4, 6, k, cfg, None, store.var_builder())?;
-            let xv = crate::Rng::new(i as u64).normal_vec(2 * 4 * side * side, 0.0, 1.0);
-            let x = Var::from_tensor(
-                &Tensor::from_vec(xv, (2, 4, side, side), &dev)?.to_dtype(DType::F64)?,
-            )?;
-            let a = conv.forward_resized(&x, (size, size))?;
-            let b = conv.forward(&crate::resize::resize_nearest(&x, (size, size))?)?;
-            assert_eq!(a.dims(), b.dims(), "case {i}");
-            let diff = |p: &Tensor, q: &Tensor| -> Result<f64> {
-                (p - q)?.abs()?.max_all()?.to_scalar::<f64>()
-            };
-            assert!(diff(&a, &b)? < 1e-12, "case {i}: outputs differ");
-            // a weighted sum, so every output's gradient differs
-            let wgt = Tensor::arange(0f64, a.elem_count() as f64, &dev)?
-                .reshape(a.shape())?
-                .cos()?;
-            let ga = (&a * &wgt)?.sum_all()?.backward()?;
-            let gb = (&b * &wgt)?.sum_all()?.backward()?;
-            let vars = store.vars();
-            for v in vars.values().map(|v| v.as_tensor()).chain([x.as_tensor()]) {
-                let d = diff(ga.get(v).unwrap(), gb.get(v).unwrap())?;
-                assert!(d < 1e-12, "case {i}: gradient differs by {d}");
-            }
-        }
         Ok(())
     }
 

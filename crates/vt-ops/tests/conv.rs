@@ -1,9 +1,10 @@
 //! vt's CPU conv2d against candle's conv2d (forward and both gradients) over a table of shapes
 //! and thread counts, and against finite differences.
 
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{DType, Device, Module, Result, Tensor, Var};
 use vt_ops::conv::conv2d;
 use vt_ops::gradcheck::check_gradient;
+use vt_ops::{Conv2d, Conv2dConfig, VarStore};
 
 fn rand(shape: &[usize], seed: u64) -> Result<Tensor> {
     let mut r = vt_ops::Rng::new(seed);
@@ -164,6 +165,57 @@ fn gradients_by_finite_differences() -> Result<()> {
                 (y * wgt)?.sum_all()
             },
         )?;
+    }
+    Ok(())
+}
+
+#[test]
+fn conv_of_a_resized_map_equals_resize_then_conv_with_gradients() -> Result<()> {
+    let dev = Device::Cpu;
+    // (k, stride, padding, groups, input side, resized side): folded where the size is
+    // the stride's multiple (the position encoder's 7 → 14 px is the first), else the
+    // explicit resize (last two)
+    let cases = [
+        (3, 2, 1, 1, 7, 14),
+        (3, 2, 0, 2, 5, 10),
+        (5, 2, 2, 1, 4, 8),
+        (4, 2, 1, 1, 6, 12),
+        (3, 3, 1, 1, 4, 12),
+        (2, 2, 0, 1, 5, 10),
+        (3, 2, 1, 1, 7, 13),
+        (3, 1, 1, 1, 7, 14),
+    ];
+    for (i, &(k, stride, padding, groups, side, size)) in cases.iter().enumerate() {
+        let store = VarStore::seeded(10 + i as u64, DType::F64, &dev);
+        let cfg = Conv2dConfig {
+            stride,
+            padding,
+            groups,
+            ..Default::default()
+        };
+        let conv = Conv2d::new(4, 6, k, cfg, None, store.var_builder())?;
+        let xv = vt_ops::Rng::new(i as u64).normal_vec(2 * 4 * side * side, 0.0, 1.0);
+        let x = Var::from_tensor(
+            &Tensor::from_vec(xv, (2, 4, side, side), &dev)?.to_dtype(DType::F64)?,
+        )?;
+        let a = conv.forward_resized(&x, (size, size))?;
+        let b = conv.forward(&vt_ops::resize::resize_nearest(&x, (size, size))?)?;
+        assert_eq!(a.dims(), b.dims(), "case {i}");
+        let diff = |p: &Tensor, q: &Tensor| -> Result<f64> {
+            (p - q)?.abs()?.max_all()?.to_scalar::<f64>()
+        };
+        assert!(diff(&a, &b)? < 1e-12, "case {i}: outputs differ");
+        // a weighted sum, so every output's gradient differs
+        let wgt = Tensor::arange(0f64, a.elem_count() as f64, &dev)?
+            .reshape(a.shape())?
+            .cos()?;
+        let ga = (&a * &wgt)?.sum_all()?.backward()?;
+        let gb = (&b * &wgt)?.sum_all()?.backward()?;
+        let vars = store.vars();
+        for v in vars.values().map(|v| v.as_tensor()).chain([x.as_tensor()]) {
+            let d = diff(ga.get(v).unwrap(), gb.get(v).unwrap())?;
+            assert!(d < 1e-12, "case {i}: gradient differs by {d}");
+        }
     }
     Ok(())
 }
