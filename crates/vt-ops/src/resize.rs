@@ -152,6 +152,53 @@ pub fn bilinear_matrix(h: usize, w: usize, num_tokens: usize, like: &Tensor) -> 
     matrix(h * w, gh * gw, b, like)
 }
 
+impl Conv2d {
+    /// This convolution of `x` resized by nearest neighbour to `size` (PyTorch's legacy
+    /// `nearest`). Where `size` is `x`'s size times the stride and the output is `x`'s size
+    /// (dilation 1), no resized map is made: the upsampled input repeats each pixel `stride`
+    /// times, so the taps that land on one source pixel sum into one weight, and what remains
+    /// is a stride-1 "same" convolution of `x` itself. 3×3 stride 2, padding 1 becomes the
+    /// 3×3 kernel `(W₀, W₁ + W₂, 0)` along each axis. The VT position encoder's conv of 7 px
+    /// coefficient maps resized to 14 px (28 px images) then runs the direct kernel on 49
+    /// pixels instead of im2col over 196.
+    pub fn forward_resized(&self, x: &Tensor, size: (usize, usize)) -> Result<Tensor> {
+        let c = &self.cfg;
+        let (h, w) = (x.dim(D::Minus2)?, x.dim(D::Minus1)?);
+        let (k, s) = (self.weight.dim(3)?, c.stride);
+        let folds = s > 1
+            && c.dilation == 1
+            && size == (h * s, w * s)
+            && self.out_size(size.0, size.1) == (h, w);
+        if !folds {
+            return self.forward(&resize_nearest(x, size)?);
+        }
+        // tap t reads the source pixel ⌊(t − pad)/s⌋ away from the output position (≤ 0 for
+        // t = 0); the "same" kernel spans as far on both sides
+        let offset = |t: usize| (t as isize - c.padding as isize).div_euclid(s as isize);
+        let reach = (-offset(0)).max(offset(k - 1)).max(0);
+        let mut wt = self.weight.clone();
+        for axis in [2, 3] {
+            let folded = (-reach..=reach)
+                .map(|d| {
+                    let mut taps = (0..k).filter(|&t| offset(t) == d);
+                    let Some(first) = taps.next() else {
+                        return wt.narrow(axis, 0, 1)?.zeros_like();
+                    };
+                    taps.try_fold(wt.narrow(axis, first, 1)?, |sum, t| {
+                        sum + wt.narrow(axis, t, 1)?
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            wt = Tensor::cat(&folded, axis)?;
+        }
+        let y = crate::conv::conv2d(x, &wt, 1, reach as usize, 1, c.groups)?;
+        match &self.bias {
+            Some(b) => crate::bias::add_channel_bias(&y, b),
+            None => Ok(y),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,52 +331,5 @@ mod tests {
                 .cos()?;
             (adaptive_avg_pool2d(&x[0], (3, 4))? * w)?.sum_all()
         })
-    }
-}
-
-impl Conv2d {
-    /// This convolution of `x` resized by nearest neighbour to `size` (PyTorch's legacy
-    /// `nearest`). Where `size` is `x`'s size times the stride and the output is `x`'s size
-    /// (dilation 1), no resized map is made: the upsampled input repeats each pixel `stride`
-    /// times, so the taps that land on one source pixel sum into one weight, and what remains
-    /// is a stride-1 "same" convolution of `x` itself. 3×3 stride 2, padding 1 becomes the
-    /// 3×3 kernel `(W₀, W₁ + W₂, 0)` along each axis. The VT position encoder's conv of 7 px
-    /// coefficient maps resized to 14 px (28 px images) then runs the direct kernel on 49
-    /// pixels instead of im2col over 196.
-    pub fn forward_resized(&self, x: &Tensor, size: (usize, usize)) -> Result<Tensor> {
-        let c = &self.cfg;
-        let (h, w) = (x.dim(D::Minus2)?, x.dim(D::Minus1)?);
-        let (k, s) = (self.weight.dim(3)?, c.stride);
-        let folds = s > 1
-            && c.dilation == 1
-            && size == (h * s, w * s)
-            && self.out_size(size.0, size.1) == (h, w);
-        if !folds {
-            return self.forward(&resize_nearest(x, size)?);
-        }
-        // tap t reads the source pixel ⌊(t − pad)/s⌋ away from the output position (≤ 0 for
-        // t = 0); the "same" kernel spans as far on both sides
-        let offset = |t: usize| (t as isize - c.padding as isize).div_euclid(s as isize);
-        let reach = (-offset(0)).max(offset(k - 1)).max(0);
-        let mut wt = self.weight.clone();
-        for axis in [2, 3] {
-            let folded = (-reach..=reach)
-                .map(|d| {
-                    let mut taps = (0..k).filter(|&t| offset(t) == d);
-                    let Some(first) = taps.next() else {
-                        return wt.narrow(axis, 0, 1)?.zeros_like();
-                    };
-                    taps.try_fold(wt.narrow(axis, first, 1)?, |sum, t| {
-                        sum + wt.narrow(axis, t, 1)?
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            wt = Tensor::cat(&folded, axis)?;
-        }
-        let y = crate::conv::conv2d(x, &wt, 1, reach as usize, 1, c.groups)?;
-        match &self.bias {
-            Some(b) => crate::bias::add_channel_bias(&y, b),
-            None => Ok(y),
-        }
     }
 }

@@ -1,5 +1,6 @@
 //! vt's CPU conv2d against candle's conv2d (forward and both gradients) over a table of shapes
-//! and thread counts, and against finite differences.
+//! and thread counts, and against finite differences; a conv of a resized map
+//! (`Conv2d::forward_resized`) against the resize and the conv.
 
 use candle_core::{DType, Device, Module, Result, Tensor, Var};
 use vt_ops::conv::conv2d;
