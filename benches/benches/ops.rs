@@ -188,5 +188,12 @@ fn vt_module(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemm_roof, convs, batch_norm, resized_conv, vt_module);
+criterion_group!(
+    benches,
+    gemm_roof,
+    convs,
+    batch_norm,
+    resized_conv,
+    vt_module
+);
 criterion_main!(benches);
