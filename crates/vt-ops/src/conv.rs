@@ -38,10 +38,10 @@ const MIN_COLS: usize = 256;
 /// short sooner, so it starts at a wider map. More channels keep im2col too: there the GEMM
 /// runs near its roof and im2col costs only `1/O` of it.
 /// `cargo run --release -p vt-ops --example same_conv_ab`: forward + backward, the direct kernel
-/// wins at 56 and 28 px, is level or slightly ahead at 14 px and level or behind at 7 px; at 128
-/// channels im2col wins. In VT-ResNet-18 at 28 px (`bench-peer --single`), the forward's
-/// (and input gradient's) kernel on the 7 px stage cut inference 7-10 %, while its weight
-/// gradient there left training level.
+/// wins at 56 and 28 px and is level or ahead at 14 px; at 7 px its forward wins (1.1-1.2×) and
+/// its weight gradient, run there in an earlier round, was level or behind; at 128 channels
+/// im2col wins. In VT-ResNet-18 at 28 px (`bench-peer --single`), the 7 px forward cut
+/// inference 7-10 % and left training level.
 const MIN_SAME_WIDTH: SameWidth = SameWidth {
     forward: 7,
     weight_grad: 14,

@@ -175,7 +175,7 @@ impl Conv2d {
         // tap t reads the source pixel ⌊(t − pad)/s⌋ away from the output position (≤ 0 for
         // t = 0); the "same" kernel spans as far on both sides
         let offset = |t: usize| (t as isize - c.padding as isize).div_euclid(s as isize);
-        let reach = (-offset(0)).max(offset(k - 1)).max(0);
+        let reach = (-offset(0)).max(offset(k - 1));
         let mut wt = self.weight.clone();
         for axis in [2, 3] {
             let folded = (-reach..=reach)
