@@ -1,7 +1,7 @@
 //! Kernel benches: every distinct conv shape of ResNet-18 and ResNet-50 (224 px stages, batch
 //! 8), forward and forward+backward, vt's conv op against candle's built-in conv2d; batch
 //! norm (and BN + ReLU) fused vs composite; the position encoder's conv of a resized map, folded
-//! vs explicit; one VT module; and the GEMM roof (1024³ matmul). Throughput is in
+//! vs explicit; the VT stages' attention, fused vs composite; one VT module; and the GEMM roof (1024³ matmul). Throughput is in
 //! FLOPs (2 per MAC), so criterion's "elem/s" reads as FLOP/s against the roof.
 
 use candle_core::{DType, Device, ModuleT, Tensor, Var};
@@ -170,6 +170,53 @@ fn resized_conv(c: &mut Criterion) {
     g.finish();
 }
 
+/// The attention of the VT stages at VT-ResNet-18's 56 px `reproduce` shapes (batch 64, 16
+/// heads, a 14 × 14 map, 16 tokens), forward and forward + backward: `vt_ops::attention_weights`
+/// + `attend` against the composite form they replaced (per-head batched matmul + softmax).
+fn attention(c: &mut Criterion) {
+    // (name, d of q/k, dv, keys, queries)
+    let shapes = [
+        ("tokenizer", 4, 16, 196, 16),
+        ("transformer", 8, 16, 16, 16),
+        ("projector", 4, 8, 16, 196),
+    ];
+    let (n, h) = (64, 16);
+    let mut g = c.benchmark_group("layers/attention");
+    g.sample_size(10).measurement_time(Duration::from_secs(3));
+    for (i, (name, d, dv, lk, m)) in shapes.into_iter().enumerate() {
+        let q = Var::from_tensor(&rand(&[n, h * d, m], 20 + i as u64)).unwrap();
+        let k = Var::from_tensor(&rand(&[n, h * d, lk], 30 + i as u64)).unwrap();
+        let v = Var::from_tensor(&rand(&[n, h * dv, lk], 40 + i as u64)).unwrap();
+        let scale = 1.0 / (d as f64).sqrt();
+        let fused = || {
+            let p = vt_ops::attention_weights(&q, &k, h, scale).unwrap();
+            vt_ops::attend(&v, &p).unwrap()
+        };
+        let composite = || {
+            let q4 = q.reshape((n, h, d, m)).unwrap();
+            let k4 = k.reshape((n, h, d, lk)).unwrap();
+            let logits = k4.transpose(2, 3).unwrap().matmul(&q4).unwrap();
+            let p = vt_ops::scaled_softmax(&logits, scale, 2).unwrap();
+            let v4 = v.reshape((n, h, dv, lk)).unwrap();
+            v4.matmul(&p).unwrap().reshape((n, h * dv, m)).unwrap()
+        };
+        g.throughput(Throughput::Elements((2 * n * h * lk * m * (d + dv)) as u64));
+        let shape = format!("{name}_{n}x{h}h_d{d}_dv{dv}_k{lk}_q{m}/f32/cpu");
+        for (kind, f) in [
+            ("fused", &fused as &dyn Fn() -> Tensor),
+            ("composite", &composite),
+        ] {
+            g.bench_function(BenchmarkId::new(format!("fwd/{kind}"), &shape), |b| {
+                b.iter(f)
+            });
+            g.bench_function(BenchmarkId::new(format!("fwd_bwd/{kind}"), &shape), |b| {
+                b.iter(|| f().sum_all().unwrap().backward().unwrap())
+            });
+        }
+    }
+    g.finish();
+}
+
 fn vt_module(c: &mut Criterion) {
     let store = VarStore::seeded(0, DType::F32, &Device::Cpu);
     let vt = VisualTransformer::new(&VtConfig::preset(256, 512), store.var_builder()).unwrap();
@@ -194,6 +241,7 @@ criterion_group!(
     convs,
     batch_norm,
     resized_conv,
+    attention,
     vt_module
 );
 criterion_main!(benches);

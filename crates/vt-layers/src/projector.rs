@@ -3,7 +3,7 @@
 use crate::config::VtConfig;
 use candle_core::{bail, Module, ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
-use vt_ops::{scaled_softmax, softmax, BatchNorm, Conv1x1, Cost};
+use vt_ops::{attend, attention_weights, softmax, BatchNorm, Conv1x1, Cost};
 
 /// Residual-path channel change: `Conv1d(C_in, C_out, 1, bias=False)` + `BatchNorm1d(C_out)`.
 #[derive(Clone, Debug)]
@@ -93,8 +93,7 @@ impl Projector {
     /// The residual path (`lateral(X)` or `X`) and the attention output, both `(N, C_out, HW)`,
     /// whose sum is the projector's output (stochastic depth drops the second).
     pub fn forward_parts(&self, x: &Tensor, t: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
-        let (n, c, hh, ww) = x.dims4()?;
-        let l = t.dim(2)?;
+        let c = x.dim(1)?;
         let xf = x.flatten_from(2)?;
         let Some(value) = &self.value else {
             let s = softmax(
@@ -108,17 +107,9 @@ impl Projector {
             return Ok((xf, t.matmul(&s.transpose(1, 2)?)?));
         };
         let h = self.heads;
-        let q = self
-            .query
-            .forward(&xf)?
-            .reshape((n, h, c / h, hh * ww))?
-            .transpose(2, 3)?; // (N,h,HW,C/h)
-        let k = self.key.forward(t)?.reshape((n, h, c / h, l))?;
-        let v = value.forward(t)?.reshape((n, h, self.cout / h, l))?;
-        let s = scaled_softmax(&q.matmul(&k)?, 1.0 / ((c / h) as f64).sqrt(), 3)?; // (N,h,HW,L)
-        let out = v
-            .matmul(&s.transpose(2, 3)?)?
-            .reshape((n, self.cout, hh * ww))?;
+        let (q, k) = (self.query.forward(&xf)?, self.key.forward(t)?);
+        let s = attention_weights(&q, &k, h, 1.0 / ((c / h) as f64).sqrt())?; // (N, h, L, HW)
+        let out = attend(&value.forward(t)?, &s)?;
         let res = match &self.lateral {
             Some(lat) => lat.forward_t(&xf, train)?,
             None => xf,

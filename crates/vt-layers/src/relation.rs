@@ -3,7 +3,7 @@
 use crate::config::{Relation, VtConfig};
 use candle_core::{bail, Module, Result, Tensor};
 use candle_nn::VarBuilder;
-use vt_ops::{scaled_softmax, softmax, Conv1x1, Cost};
+use vt_ops::{attend, attention_weights, softmax, Conv1x1, Cost};
 
 /// Pseudo-code transformer (default) or Eq. (3)-(4) (`paper_eq`).
 ///
@@ -58,7 +58,7 @@ impl Transformer {
     }
 
     pub fn forward(&self, t: &Tensor) -> Result<Tensor> {
-        let (n, ct, l) = t.dims3()?;
+        let l = t.dim(2)?;
         let Some(value) = &self.value else {
             let a = self
                 .key
@@ -70,12 +70,9 @@ impl Transformer {
             let ff2 = self.ff2.as_ref().expect("paper_eq transformer has ff2");
             return &t + ff2.forward(&self.ff.forward(&t)?.relu()?)?;
         };
-        let h = self.heads;
-        let k = self.key.forward(t)?.reshape((n, h, self.kq / h, l))?;
-        let q = self.query.forward(t)?.reshape((n, h, self.kq / h, l))?;
-        let v = value.forward(t)?.reshape((n, h, ct / h, l))?;
-        let s = scaled_softmax(&k.transpose(2, 3)?.matmul(&q)?, 1.0 / (l as f64).sqrt(), 2)?; // (N, h, L_key, L_query)
-        let t = (t + v.matmul(&s)?.reshape((n, ct, l))?)?;
+        let (q, k) = (self.query.forward(t)?, self.key.forward(t)?);
+        let s = attention_weights(&q, &k, self.heads, 1.0 / (l as f64).sqrt())?; // (N, h, L_key, L_query)
+        let t = (t + attend(&value.forward(t)?, &s)?)?;
         &t + self.ff.forward(&t)?
     }
 

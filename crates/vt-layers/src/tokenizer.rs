@@ -9,7 +9,7 @@ use crate::position::PositionEncoder;
 use candle_core::{bail, DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use vt_ops::resize::bilinear_matrix;
-use vt_ops::{scaled_softmax, softmax, Conv1x1, Cost};
+use vt_ops::{attend, attention_weights, scaled_softmax, softmax, Conv1x1, Cost};
 
 /// Shared tail: `T = token_conv([W_V pool(X, A) ; P(A)])`.
 #[derive(Clone, Debug)]
@@ -48,25 +48,10 @@ impl TokenTail {
 
     /// `xf (N, C, HW)`, `coef (N, h_c, HW, L')` → pooled values `(N, C_v, L')`.
     fn pool(&self, xf: &Tensor, coef: &Tensor) -> Result<Tensor> {
-        let (n, c, hw) = xf.dims3()?;
-        let hc = coef.dim(1)?;
-        let lq = coef.dim(3)?;
         match self.value_side {
-            ValueSide::Pixel => {
-                let v = self.value.forward(xf)?;
-                let cv = v.dim(1)?;
-                v.reshape((n, hc, cv / hc, hw))?
-                    .matmul(coef)?
-                    .reshape((n, cv, lq))
-            }
+            ValueSide::Pixel => attend(&self.value.forward(xf)?, coef),
             // head k pools its own input-channel block (groups % heads == 0 keeps heads apart)
-            ValueSide::Token => {
-                let pooled = xf
-                    .reshape((n, hc, c / hc, hw))?
-                    .matmul(coef)?
-                    .reshape((n, c, lq))?;
-                self.value.forward(&pooled)
-            }
+            ValueSide::Token => self.value.forward(&attend(xf, coef)?),
         }
     }
 
@@ -207,7 +192,7 @@ impl RecurrentTokenizer {
     }
 
     pub fn forward(&self, x: &Tensor, tokens: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (n, c, h, w) = x.dims4()?;
+        let (_, c, h, w) = x.dims4()?;
         let xf = x.flatten_from(2)?;
         let (Some(key), Some(tail)) = (&self.key, &self.tail) else {
             // paper_eq: W_R = T_in W_{T→R}; A = softmax_HW(X W_Rᵀ); T = Aᵀ X
@@ -224,13 +209,8 @@ impl RecurrentTokenizer {
             ),
         };
         let hd = self.heads;
-        let q = self
-            .query
-            .forward(&t_a.contiguous()?)?
-            .reshape((n, hd, c / hd, ()))?;
-        let k = key.forward(&xf)?.reshape((n, hd, c / hd, h * w))?;
-        let logits = k.transpose(2, 3)?.matmul(&q)?;
-        let coef = scaled_softmax(&logits, 1.0 / ((c / hd) as f64).sqrt(), 2)?;
+        let q = self.query.forward(&t_a.contiguous()?)?;
+        let coef = attention_weights(&q, &key.forward(&xf)?, hd, 1.0 / ((c / hd) as f64).sqrt())?;
         let new = tail.finish(&xf, &coef, (h, w))?;
         let out = match t_b {
             Some(b) => Tensor::cat(&[&b, &new], 2)?,

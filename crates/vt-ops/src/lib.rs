@@ -8,6 +8,8 @@
 //! * [`residual`]: `relu(a + b)`, the residual tail, as one CPU op;
 //! * [`resize`]: bilinear (PyTorch, `align_corners=False`) and nearest resize, adaptive pooling;
 //! * [`softmax`]: softmax / log-softmax along any axis;
+//! * [`attention`]: multi-head attention weights and pooling on channel-major maps (one op
+//!   each on the CPU);
 //! * [`batch_norm`]: fused CPU batch norm (train mode, optionally + ReLU) with its backward;
 //! * [`conv`]: CPU convolution as one op (tiled im2col + GEMM, columns recomputed in the
 //!   backward; a direct kernel for stride-1 "same" windows on small channel counts);
@@ -20,6 +22,8 @@
 //! * [`cost`]: MAC and parameter accounting;
 //! * [`mutate`]: seeded byte mutations of files, for the readers' robustness tests.
 
+pub mod attention;
+mod attention_cpu;
 pub mod batch_norm;
 pub mod bias;
 pub mod collective;
@@ -43,6 +47,7 @@ mod softmax_cpu;
 pub mod stochastic;
 pub mod store;
 
+pub use attention::{attend, attention_weights};
 pub use collective::{Group, ProcessGroup, SingleProcess};
 pub use cost::{Cost, CostBreakdown};
 pub use group_norm::GroupNorm;

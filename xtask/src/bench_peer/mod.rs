@@ -86,6 +86,11 @@ pub struct Args {
     /// Internal: run one vt workload `model:mode:size:batch:recipe` and print its JSON.
     #[arg(long, hide = true)]
     single: Option<String>,
+    /// Time these vt workloads (`model:mode:size:batch:recipe`, comma-separated) in one process,
+    /// a step of each in turn, and print each one's JSON and its median's ratio to the first's:
+    /// e.g. a VT model's step against its ResNet's, steadier on a shared host than separate runs.
+    #[arg(long, value_delimiter = ',')]
+    interleave: Vec<String>,
 }
 
 /// Named sets of rows.
@@ -244,6 +249,18 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(spec) = &args.single {
         let t = workload::single(spec, args.iters, &args.device)?;
         println!("{}", serde_json::to_string(&t)?);
+        return Ok(());
+    }
+    if !args.interleave.is_empty() {
+        let specs: Vec<&str> = args.interleave.iter().map(String::as_str).collect();
+        let times = workload::interleaved(&specs, args.iters, &args.device)?;
+        for (spec, t) in specs.iter().zip(&times) {
+            println!(
+                "{spec}: {} (median / first's {:.3})",
+                serde_json::to_string(t)?,
+                t.median_ms / times[0].median_ms
+            );
+        }
         return Ok(());
     }
     let reference = args

@@ -313,45 +313,85 @@ fn peak_rss_mb() -> f64 {
 /// Untimed steps before the timed ones, here and in `models.py`.
 pub const WARMUP: usize = 2;
 
-/// Times one vt workload in this process.
-pub fn single(spec: &str, iters: usize, device: &str) -> Result<Timing> {
-    let s = Spec::decode(spec)?;
-    let cfg = s.recipe.config(&s.model)?;
-    let dev = crate::device(device)?;
-    let store = VarStore::seeded(0, DType::F32, &dev);
-    let w = Workload::new(&s, &cfg, store.var_builder(), &dev)?;
-    let vars = store.vars();
-    let params = vt_train::optim::param_groups(&vars, 0.0)
-        .iter()
-        .map(|p| p.var.elem_count() as u64)
-        .sum();
-    let mut opt = cfg.train.optimizer.build(&vars)?;
-    let lr = cfg.train.schedule.lr;
-    let mut step = || -> Result<()> {
-        match s.mode {
-            Mode::Train => opt.step(&w.loss()?.backward()?, lr)?,
-            Mode::Neck => drop(w.loss()?.backward()?),
-            Mode::Infer => drop(w.forward(false)?),
+/// A workload built in this process, with its optimizer, ready to step.
+struct Prepared {
+    spec: Spec,
+    w: Workload,
+    opt: Box<dyn vt_train::optim::Optimizer>,
+    lr: f64,
+    params: u64,
+    dev: Device,
+}
+
+impl Prepared {
+    fn new(spec: &str, device: &str) -> Result<Self> {
+        let spec = Spec::decode(spec)?;
+        let cfg = spec.recipe.config(&spec.model)?;
+        let dev = crate::device(device)?;
+        let store = VarStore::seeded(0, DType::F32, &dev);
+        let w = Workload::new(&spec, &cfg, store.var_builder(), &dev)?;
+        let vars = store.vars();
+        let params = vt_train::optim::param_groups(&vars, 0.0)
+            .iter()
+            .map(|p| p.var.elem_count() as u64)
+            .sum();
+        let opt = cfg.train.optimizer.build(&vars)?;
+        Ok(Self {
+            spec,
+            w,
+            opt,
+            lr: cfg.train.schedule.lr,
+            params,
+            dev,
+        })
+    }
+
+    /// One step; returns its wall time in ms.
+    fn step(&mut self) -> Result<f64> {
+        let t = Instant::now();
+        match self.spec.mode {
+            Mode::Train => self.opt.step(&self.w.loss()?.backward()?, self.lr)?,
+            Mode::Neck => drop(self.w.loss()?.backward()?),
+            Mode::Infer => drop(self.w.forward(false)?),
         }
         // GPU work is queued; the time must include it
-        dev.synchronize()?;
-        Ok(())
-    };
-    for _ in 0..WARMUP {
-        step()?;
+        self.dev.synchronize()?;
+        Ok(t.elapsed().as_secs_f64() * 1e3)
     }
-    let mut times = Vec::with_capacity(iters);
-    for _ in 0..iters {
-        let t = Instant::now();
-        step()?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
+
+    fn timing(&self, mut times: Vec<f64>) -> Timing {
+        times.sort_by(f64::total_cmp);
+        Timing {
+            median_ms: times[times.len() / 2],
+            min_ms: times[0],
+            peak_rss_mb: peak_rss_mb(),
+            gmacs: Some(self.w.macs as f64 / 1e9),
+            params: Some(self.params),
+        }
     }
-    times.sort_by(f64::total_cmp);
-    Ok(Timing {
-        median_ms: times[times.len() / 2],
-        min_ms: times[0],
-        peak_rss_mb: peak_rss_mb(),
-        gmacs: Some(w.macs as f64 / 1e9),
-        params: Some(params),
-    })
+}
+
+/// Times one vt workload in this process.
+pub fn single(spec: &str, iters: usize, device: &str) -> Result<Timing> {
+    Ok(interleaved(&[spec], iters, device)?.remove(0))
+}
+
+/// Times several vt workloads in one process, one step of each in turn (after [`WARMUP`]
+/// rounds), so that a slow spell of a shared host falls on all of them alike: the ratios of
+/// their medians are steadier than those of separate runs. The peak memory is the process's.
+pub fn interleaved(specs: &[&str], iters: usize, device: &str) -> Result<Vec<Timing>> {
+    let mut runs = specs
+        .iter()
+        .map(|s| Prepared::new(s, device))
+        .collect::<Result<Vec<_>>>()?;
+    let mut times = vec![Vec::with_capacity(iters); runs.len()];
+    for round in 0..WARMUP + iters {
+        for (r, t) in runs.iter_mut().zip(&mut times) {
+            let ms = r.step()?;
+            if round >= WARMUP {
+                t.push(ms);
+            }
+        }
+    }
+    Ok(runs.iter().zip(times).map(|(r, t)| r.timing(t)).collect())
 }

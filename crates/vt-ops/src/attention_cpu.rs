@@ -1,0 +1,573 @@
+//! CPU kernels of [`crate::attention`]. Each head of each sample is a few small products on
+//! channel-major data: `q (d, m)`, `k (d, lk)`, `v (dv, lk)`, `P (lk, m)`, `out (dv, m)`. Each
+//! product is [`small_gemm`]: register blocks of 4 rows × 16 columns, the right operand's rows
+//! contiguous, the left one read by strides. One task takes whole heads, at least
+//! [`TASK_WORK`] multiply-adds of them. Candle's batched matmul (one GEMM call per head, for
+//! products of depth 4-16) and the transposed copies around it cost more than the arithmetic.
+//!
+//! Backward: `dS = s·P·(dP − Σ_l P·dP)` (the softmax's), `dq = k·dS`, `dk = q·dSᵀ`;
+//! `dv = dout·Pᵀ`, `dP = vᵀ·dout`; the products along the keys run on a transposed copy of
+//! `P` (or `dS`). Each backward writes both gradients into one buffer in one
+//! pass; the two tensors are views of it.
+
+use crate::softmax_cpu::Real;
+use candle_core::op::BackpropOp;
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+/// Multiply-adds (or exps) below which one more parallel task costs more than it saves.
+const TASK_WORK: usize = 32 * 1024;
+
+/// One attention's sizes: `b` = samples × heads; per head `d` channels on the side that is
+/// summed over (`q`/`k` for the weights, `v` for [`AttendCpu`]), `lk` keys, `m` queries.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Heads {
+    pub b: usize,
+    pub heads: usize,
+    pub d: usize,
+    pub lk: usize,
+    pub m: usize,
+}
+
+impl Heads {
+    /// Heads per task.
+    fn per_task(&self) -> usize {
+        TASK_WORK.div_ceil(((self.d + 1) * self.lk * self.m).max(1))
+    }
+
+    fn p_shape(&self) -> Shape {
+        Shape::from((self.b / self.heads, self.heads, self.lk, self.m))
+    }
+}
+
+/// `C = A·B` for one head: `C (rows × n)` and `B (depth × n)` row-major with rows of `n`,
+/// `A[r, t]` read at `a[r·ars + t·acs]` (so `A` may be a transposed operand). Blocks of 4 rows ×
+/// 16 (then 8) columns keep their sums in registers over the whole depth; the few columns past
+/// the last block of 8 are summed one by one.
+#[inline(always)]
+fn small_gemm<T: Real>(c: &mut [T], n: usize, a: Strided<T>, b: &[T], depth: usize) {
+    let rows = c.len() / n;
+    if rows == 0 || depth == 0 {
+        c.fill(T::zero());
+        return;
+    }
+    // the blocks index without bounds checks: every index they form is below these
+    assert!(
+        c.len() == rows * n
+            && b.len() >= depth * n
+            && a.data.len() > (rows - 1) * a.rs + (depth - 1) * a.cs,
+        "small_gemm: operands too short for {rows} × {n} × {depth}"
+    );
+    let (wide, narrow) = (n / 16 * 16, n / 8 * 8);
+    let mut r = 0;
+    while r + 4 <= rows {
+        block::<T, 4, 16>(c, r, n, 0, wide, a, b, depth);
+        block::<T, 4, 8>(c, r, n, wide, narrow, a, b, depth);
+        r += 4;
+    }
+    for r in r..rows {
+        block::<T, 1, 16>(c, r, n, 0, wide, a, b, depth);
+        block::<T, 1, 8>(c, r, n, wide, narrow, a, b, depth);
+    }
+    for r in 0..rows {
+        for j in narrow..n {
+            let mut s = T::zero();
+            for t in 0..depth {
+                s = a.at(r, t).mul_add(b[t * n + j], s);
+            }
+            c[r * n + j] = s;
+        }
+    }
+}
+
+/// Rows `r0..r0 + R`, columns `j0..j1` (a multiple of `W` long) of [`small_gemm`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn block<T: Real, const R: usize, const W: usize>(
+    c: &mut [T],
+    r0: usize,
+    n: usize,
+    j0: usize,
+    j1: usize,
+    a: Strided<T>,
+    b: &[T],
+    depth: usize,
+) {
+    for j in (j0..j1).step_by(W) {
+        let mut acc = [[T::zero(); W]; R];
+        for t in 0..depth {
+            // SAFETY: j + W ≤ n and t < depth, so t·n + j + W ≤ depth·n ≤ b.len() (asserted
+            // by `small_gemm`)
+            let bv: &[T; W] = unsafe { &*(b.as_ptr().add(t * n + j) as *const [T; W]) };
+            for (i, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: r0 + i < rows and t < depth (asserted by `small_gemm`)
+                let av = unsafe { *a.data.get_unchecked((r0 + i) * a.rs + t * a.cs) };
+                for (s, &x) in acc.iter_mut().zip(bv) {
+                    *s = av.mul_add(x, *s);
+                }
+            }
+        }
+        for (i, acc) in acc.iter().enumerate() {
+            c[(r0 + i) * n + j..][..W].copy_from_slice(acc);
+        }
+    }
+}
+
+/// The left operand of [`small_gemm`]: element `(r, t)` at `data[r·rs + t·cs]`.
+#[derive(Clone, Copy)]
+struct Strided<'a, T> {
+    data: &'a [T],
+    rs: usize,
+    cs: usize,
+}
+
+impl<T: Copy> Strided<'_, T> {
+    #[inline(always)]
+    fn at(&self, r: usize, t: usize) -> T {
+        self.data[r * self.rs + t * self.cs]
+    }
+}
+
+/// `(rows × cols)` → `(cols × rows)`.
+#[inline(always)]
+fn transpose<T: Copy>(x: &[T], cols: usize, out: &mut [T]) {
+    let rows = x.len() / cols;
+    for (r, row) in x.chunks(cols).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            out[j * rows + r] = v;
+        }
+    }
+}
+
+/// `P = softmax over keys of s · kᵀq`, per head: `(N, h, lk, m)` from `q (N, h·d, m)` and
+/// `k (N, h·d, lk)`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WeightsCpu {
+    pub shape: Heads,
+    pub scale: f64,
+}
+
+impl WeightsCpu {
+    fn forward<T: Real>(&self, q: &[T], k: &[T]) -> Vec<T> {
+        let Heads { b, d, lk, m, .. } = self.shape;
+        // every head's rows are written below
+        let mut p = crate::output_vec(b * lk * m);
+        let bt = self.shape.per_task();
+        let wide = wide_lanes();
+        p.par_chunks_mut(bt * lk * m)
+            .zip(q.par_chunks(bt * d * m).zip(k.par_chunks(bt * d * lk)))
+            .for_each(|(p, (q, k))| match wide {
+                // SAFETY: `wide_lanes` checked that this CPU has AVX2 and FMA
+                #[cfg(target_arch = "x86_64")]
+                true => unsafe { self.forward_task_avx2(p, q, k) },
+                _ => self.forward_task(p, q, k),
+            });
+        p
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn forward_task_avx2<T: Real>(&self, p: &mut [T], q: &[T], k: &[T]) {
+        self.forward_task(p, q, k)
+    }
+
+    #[inline(always)]
+    fn forward_task<T: Real>(&self, p: &mut [T], q: &[T], k: &[T]) {
+        let Heads { d, lk, m, .. } = self.shape;
+        let scale = T::from_f64(self.scale);
+        let (mut max, mut sum) = (vec![T::zero(); m], vec![T::zero(); m]);
+        for ((p, q), k) in p
+            .chunks_mut(lk * m)
+            .zip(q.chunks(d * m))
+            .zip(k.chunks(d * lk))
+        {
+            // logits kᵀq: A[l, d] = k[d, l]
+            let kt = Strided {
+                data: k,
+                rs: 1,
+                cs: lk,
+            };
+            small_gemm(p, m, kt, q, d);
+            // softmax over the rows of each column, as `SoftmaxCpu` does along a middle axis:
+            // exp(s·(x − max x)), then times 1 / Σ
+            max.copy_from_slice(&p[..m]);
+            for row in p.chunks(m).skip(1) {
+                for (mx, &v) in max.iter_mut().zip(row) {
+                    *mx = num_traits::Float::max(*mx, v);
+                }
+            }
+            sum.fill(T::zero());
+            for row in p.chunks_mut(m) {
+                for ((o, &mx), s) in row.iter_mut().zip(&max).zip(&mut sum) {
+                    let e = ((*o - mx) * scale).exp_lanes();
+                    *s = *s + e;
+                    *o = e;
+                }
+            }
+            for s in sum.iter_mut() {
+                *s = T::one() / *s;
+            }
+            for row in p.chunks_mut(m) {
+                for (o, &r) in row.iter_mut().zip(&sum) {
+                    *o = *o * r;
+                }
+            }
+        }
+    }
+
+    /// `[dq | dk]` from `q`, `k`, `P` and `dP`.
+    fn backward<T: Real>(&self, q: &[T], k: &[T], p: &[T], dp: &[T]) -> Vec<T> {
+        let Heads { b, d, lk, m, .. } = self.shape;
+        // dq's rows and dk's dots are all written below
+        let mut grads = crate::output_vec(b * d * (m + lk));
+        let (dq, dk) = grads.split_at_mut(b * d * m);
+        let bt = self.shape.per_task();
+        let (pm, dm, dl) = (bt * lk * m, bt * d * m, bt * d * lk);
+        let wide = wide_lanes();
+        dq.par_chunks_mut(dm)
+            .zip(dk.par_chunks_mut(dl))
+            .zip(q.par_chunks(dm).zip(k.par_chunks(dl)))
+            .zip(p.par_chunks(pm).zip(dp.par_chunks(pm)))
+            .for_each(|(((dq, dk), (q, k)), (p, dp))| match wide {
+                // SAFETY: `wide_lanes` checked that this CPU has AVX2 and FMA
+                #[cfg(target_arch = "x86_64")]
+                true => unsafe { self.backward_task_avx2(dq, dk, q, k, p, dp) },
+                _ => self.backward_task(dq, dk, q, k, p, dp),
+            });
+        grads
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn backward_task_avx2<T: Real>(
+        &self,
+        dq: &mut [T],
+        dk: &mut [T],
+        q: &[T],
+        k: &[T],
+        p: &[T],
+        dp: &[T],
+    ) {
+        self.backward_task(dq, dk, q, k, p, dp)
+    }
+
+    #[inline(always)]
+    fn backward_task<T: Real>(
+        &self,
+        dq: &mut [T],
+        dk: &mut [T],
+        q: &[T],
+        k: &[T],
+        p: &[T],
+        dp: &[T],
+    ) {
+        let Heads { d, lk, m, .. } = self.shape;
+        let scale = T::from_f64(self.scale);
+        let mut ds = vec![T::zero(); lk * m];
+        let mut ds_t = vec![T::zero(); m * lk];
+        let mut dot = vec![T::zero(); m];
+        let heads = dq
+            .chunks_mut(d * m)
+            .zip(dk.chunks_mut(d * lk))
+            .zip(q.chunks(d * m).zip(k.chunks(d * lk)))
+            .zip(p.chunks(lk * m).zip(dp.chunks(lk * m)));
+        for (((dq, dk), (q, k)), (p, dp)) in heads {
+            // the softmax's backward, as `SoftmaxBackward`: s·y·(dy − Σ y·dy)
+            dot.fill(T::zero());
+            for (pr, dr) in p.chunks(m).zip(dp.chunks(m)) {
+                for ((s, &y), &g) in dot.iter_mut().zip(pr).zip(dr) {
+                    *s = *s + y * g;
+                }
+            }
+            for (o, (pr, dr)) in ds.chunks_mut(m).zip(p.chunks(m).zip(dp.chunks(m))) {
+                for (((o, &y), &g), &s) in o.iter_mut().zip(pr).zip(dr).zip(&dot) {
+                    *o = y * (g - s) * scale;
+                }
+            }
+            // dq = k·dS; dk = q·dSᵀ on dS transposed (a dot product per element of dk would
+            // end in a horizontal sum each)
+            transpose(&ds, m, &mut ds_t);
+            small_gemm(
+                dq,
+                m,
+                Strided {
+                    data: k,
+                    rs: lk,
+                    cs: 1,
+                },
+                &ds,
+                lk,
+            );
+            small_gemm(
+                dk,
+                lk,
+                Strided {
+                    data: q,
+                    rs: m,
+                    cs: 1,
+                },
+                &ds_t,
+                m,
+            );
+        }
+    }
+}
+
+impl CustomOp2 for WeightsCpu {
+    fn name(&self) -> &'static str {
+        "vt-attention-weights"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let what = "attention_weights";
+        let p = crate::float_kernel!(what, [(s1, l1, "q") => q, (s2, l2, "k") => k], self.forward(q, k));
+        Ok((p, self.shape.p_shape()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        p: &Tensor,
+        dp: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dp = dp.contiguous()?;
+        let grads = with_cpu_data!(
+            "attention_weights backward",
+            [q, k, p, &dp],
+            |q, k, p, dp| { self.backward(q, k, p, dp) }
+        );
+        let split = self.shape.b * self.shape.d * self.shape.m;
+        split_grads(grads, split, q, k)
+    }
+}
+
+/// `out = v·P` per head: `(N, h·dv, m)` from `v (N, h·dv, lk)` and `P (N, h, lk, m)`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AttendCpu {
+    pub shape: Heads,
+}
+
+impl AttendCpu {
+    fn forward<T: Real>(&self, v: &[T], p: &[T]) -> Vec<T> {
+        let Heads { b, d, lk, m, .. } = self.shape;
+        // every output row is written below
+        let mut out = crate::output_vec(b * d * m);
+        let bt = self.shape.per_task();
+        let wide = wide_lanes();
+        out.par_chunks_mut(bt * d * m)
+            .zip(v.par_chunks(bt * d * lk).zip(p.par_chunks(bt * lk * m)))
+            .for_each(|(o, (v, p))| match wide {
+                // SAFETY: `wide_lanes` checked that this CPU has AVX2 and FMA
+                #[cfg(target_arch = "x86_64")]
+                true => unsafe { self.forward_task_avx2(o, v, p) },
+                _ => self.forward_task(o, v, p),
+            });
+        out
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn forward_task_avx2<T: Real>(&self, o: &mut [T], v: &[T], p: &[T]) {
+        self.forward_task(o, v, p)
+    }
+
+    #[inline(always)]
+    fn forward_task<T: Real>(&self, o: &mut [T], v: &[T], p: &[T]) {
+        let Heads { d, lk, m, .. } = self.shape;
+        for ((o, v), p) in o
+            .chunks_mut(d * m)
+            .zip(v.chunks(d * lk))
+            .zip(p.chunks(lk * m))
+        {
+            small_gemm(
+                o,
+                m,
+                Strided {
+                    data: v,
+                    rs: lk,
+                    cs: 1,
+                },
+                p,
+                lk,
+            );
+        }
+    }
+
+    /// `[dv | dP]` from `v`, `P` and `dout`.
+    fn backward<T: Real>(&self, v: &[T], p: &[T], dout: &[T]) -> Vec<T> {
+        let Heads { b, d, lk, m, .. } = self.shape;
+        // dv's dots and dP's rows are all written below
+        let mut grads = crate::output_vec(b * lk * (d + m));
+        let (dv, dp) = grads.split_at_mut(b * d * lk);
+        let bt = self.shape.per_task();
+        let (vm, pm, om) = (bt * d * lk, bt * lk * m, bt * d * m);
+        let wide = wide_lanes();
+        dv.par_chunks_mut(vm)
+            .zip(dp.par_chunks_mut(pm))
+            .zip(
+                v.par_chunks(vm)
+                    .zip(p.par_chunks(pm))
+                    .zip(dout.par_chunks(om)),
+            )
+            .for_each(|((dv, dp), ((v, p), dout))| match wide {
+                // SAFETY: `wide_lanes` checked that this CPU has AVX2 and FMA
+                #[cfg(target_arch = "x86_64")]
+                true => unsafe { self.backward_task_avx2(dv, dp, v, p, dout) },
+                _ => self.backward_task(dv, dp, v, p, dout),
+            });
+        grads
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn backward_task_avx2<T: Real>(
+        &self,
+        dv: &mut [T],
+        dp: &mut [T],
+        v: &[T],
+        p: &[T],
+        dout: &[T],
+    ) {
+        self.backward_task(dv, dp, v, p, dout)
+    }
+
+    #[inline(always)]
+    fn backward_task<T: Real>(&self, dv: &mut [T], dp: &mut [T], v: &[T], p: &[T], dout: &[T]) {
+        let Heads { d, lk, m, .. } = self.shape;
+        let mut p_t = vec![T::zero(); m * lk];
+        let heads = dv.chunks_mut(d * lk).zip(dp.chunks_mut(lk * m)).zip(
+            v.chunks(d * lk)
+                .zip(p.chunks(lk * m))
+                .zip(dout.chunks(d * m)),
+        );
+        for ((dv, dp), ((v, p), dout)) in heads {
+            // dv = dout·Pᵀ on P transposed; dP = vᵀ·dout
+            transpose(p, m, &mut p_t);
+            small_gemm(
+                dv,
+                lk,
+                Strided {
+                    data: dout,
+                    rs: m,
+                    cs: 1,
+                },
+                &p_t,
+                m,
+            );
+            small_gemm(
+                dp,
+                m,
+                Strided {
+                    data: v,
+                    rs: 1,
+                    cs: lk,
+                },
+                dout,
+                d,
+            );
+        }
+    }
+}
+
+impl CustomOp2 for AttendCpu {
+    fn name(&self) -> &'static str {
+        "vt-attend"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let what = "attend";
+        let out = crate::float_kernel!(what, [(s1, l1, "v") => v, (s2, l2, "P") => p], self.forward(v, p));
+        let Heads { b, heads, d, m, .. } = self.shape;
+        Ok((out, Shape::from((b / heads, heads * d, m))))
+    }
+
+    fn bwd(
+        &self,
+        v: &Tensor,
+        p: &Tensor,
+        _out: &Tensor,
+        dout: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dout = dout.contiguous()?;
+        let grads = with_cpu_data!("attend backward", [v, p, &dout], |v, p, dout| {
+            self.backward(v, p, dout)
+        });
+        let split = self.shape.b * self.shape.d * self.shape.lk;
+        split_grads(grads, split, v, p)
+    }
+}
+
+/// The two gradients of a backward that wrote them into one buffer, `a`'s first `split`
+/// elements then `b`'s: views shaped like `a` and `b`, no copy.
+fn split_grads(
+    grads: Storage,
+    split: usize,
+    a: &Tensor,
+    b: &Tensor,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let flat = Tensor::from_storage(grads, (split + b.elem_count(),), BackpropOp::none(), false);
+    Ok((
+        Some(flat.narrow(0, 0, split)?.reshape(a.shape())?),
+        Some(flat.narrow(0, split, b.elem_count())?.reshape(b.shape())?),
+    ))
+}
+
+/// Whether this CPU runs the AVX2 + FMA build of the kernels (detected once; std caches it).
+fn wide_lanes() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Runs a kernel on the f32 or f64 data of contiguous CPU tensors of one dtype, for backward
+/// passes with more operands than candle's custom ops take:
+/// `with_cpu_data!(what, [t1, t2, ...], |d1, d2, ...| body)` binds each `d` to its tensor's
+/// slice and wraps `body` (a `Vec`) in a CPU [`Storage`] of that dtype.
+macro_rules! with_cpu_data {
+    ($what:expr, [$($t:expr),+], |$($v:ident),+| $body:expr) => {{
+        let guards = [$($t.storage_and_layout()),+];
+        let mut it = guards.iter();
+        let storage = match guards[0].0.dtype() {
+            candle_core::DType::F32 => {
+                $(let $v: &[f32] = cpu_slice(it.next().expect("one guard per tensor"), $what)?;)+
+                CpuStorage::F32($body)
+            }
+            candle_core::DType::F64 => {
+                $(let $v: &[f64] = cpu_slice(it.next().expect("one guard per tensor"), $what)?;)+
+                CpuStorage::F64($body)
+            }
+            dt => candle_core::bail!("{}: unsupported dtype {dt:?} (f32 or f64)", $what),
+        };
+        Storage::Cpu(storage)
+    }};
+}
+use with_cpu_data;
+
+/// The contiguous data of one CPU operand of a [`with_cpu_data`] kernel.
+fn cpu_slice<'a, T: candle_core::WithDType>(
+    (storage, layout): &'a (candle_core::StorageRef<'_>, &Layout),
+    what: &str,
+) -> Result<&'a [T]> {
+    match &**storage {
+        Storage::Cpu(s) => crate::contiguous_data(s.as_slice::<T>()?, layout, what),
+        _ => candle_core::bail!("{what}: every operand must be on the CPU"),
+    }
+}
