@@ -341,7 +341,7 @@ impl CustomOp2 for WeightsCpu {
         let grads = with_cpu_data!(
             "attention_weights backward",
             [q, k, p, &dp],
-            |q, k, p, dp| { self.backward(q, k, p, dp) }
+            |q, k, p, dp| self.backward(q, k, p, dp)
         );
         let split = self.shape.b * self.shape.d * self.shape.m;
         split_grads(grads, split, q, k)
