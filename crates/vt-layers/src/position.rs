@@ -75,20 +75,19 @@ impl PositionEncoder {
 
     pub fn forward(&self, coef: &Tensor, hw: (usize, usize)) -> Result<Tensor> {
         let (n, hc, _, lq) = coef.dims4()?;
-        let m = coef
-            .permute((0, 3, 1, 2))?
-            .reshape((n * lq, hc, hw.0, hw.1))?;
+        // token l's map is coef[.., l]: the convs read the L maps interleaved, as they lie
+        let m = coef.reshape((n, hc, hw.0, hw.1, lq))?;
         let (first, rest) = self
             .downsample
             .split_first()
             .expect("the 1×1 conv is always last");
         // the resize goes into the first conv, folded where the size is its stride's multiple
-        let mut m = first.forward_resized(&m, (self.size, self.size))?;
+        let mut m = first.forward_resized_interleaved(&m, (self.size, self.size))?;
         for conv in rest {
-            m = conv.forward(&m)?;
+            m = conv.forward_interleaved(&m)?;
         }
-        let m = m.reshape((n, lq, self.pos_dim))?.transpose(1, 2)?;
-        self.proj.forward(&m.contiguous()?)
+        // (N, 1, s', s', L) is (N, C_P, L)
+        self.proj.forward(&m.reshape((n, self.pos_dim, lq))?)
     }
 
     /// Cost for `lq` tokens (each token's coefficient map is one image of the conv stack).

@@ -14,6 +14,8 @@
 //! * [`conv`]: CPU convolution as one op (tiled im2col + GEMM, columns recomputed in the
 //!   backward; a direct kernel for stride-1 "same" windows on small channel counts);
 //! * [`nn`]: conv2d, grouped 1x1 conv, linear, batch norm; [`group_norm`]: group norm;
+//! * [`conv2d_interleaved`]: conv2d of `L` maps stored interleaved, `(N, C, H, W, L)` (one op on
+//!   the CPU), the position encoder's conv of the token coefficients;
 //! * [`stochastic`]: dropout and drop-path;
 //! * [`store`]: seeded initialisation and checked weight loading (one error lists every bad key);
 //! * [`rng`]: the seeded generator and the mask source of stochastic layers;
@@ -34,6 +36,7 @@ pub mod gradcheck;
 pub mod group_norm;
 mod group_norm_cpu;
 mod im2col;
+mod interleaved_conv;
 pub mod mutate;
 mod nearest;
 pub mod nn;
@@ -51,6 +54,7 @@ pub use attention::{attend, attention_weights};
 pub use collective::{Group, ProcessGroup, SingleProcess};
 pub use cost::{Cost, CostBreakdown};
 pub use group_norm::GroupNorm;
+pub use interleaved_conv::conv2d_interleaved;
 pub use nn::{BatchNorm, Conv1x1, Conv2d, Conv2dConfig, Linear};
 pub use rng::{NoiseSource, Rng};
 pub use softmax::{log_softmax, scaled_softmax, softmax};

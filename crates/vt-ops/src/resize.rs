@@ -162,15 +162,51 @@ impl Conv2d {
     /// coefficient maps resized to 14 px (28 px images) then runs the direct kernel on 49
     /// pixels instead of im2col over 196.
     pub fn forward_resized(&self, x: &Tensor, size: (usize, usize)) -> Result<Tensor> {
+        let hw = (x.dim(D::Minus2)?, x.dim(D::Minus1)?);
+        let Some((wt, padding)) = self.folded(hw, size)? else {
+            return self.forward(&resize_nearest(x, size)?);
+        };
+        let y = crate::conv::conv2d(x, &wt, 1, padding, 1, self.cfg.groups)?;
+        match &self.bias {
+            Some(b) => crate::bias::add_channel_bias(&y, b),
+            None => Ok(y),
+        }
+    }
+
+    /// [`Self::forward_resized`] of each of the `L` interleaved maps of `x (N, C, H, W, L)`
+    /// ([`crate::conv2d_interleaved`]): folded where the resize folds, the plain conv where
+    /// the resize is the identity, else resize + conv of the permuted planar maps.
+    pub fn forward_resized_interleaved(&self, x: &Tensor, size: (usize, usize)) -> Result<Tensor> {
+        let (n, c, h, w, l) = x.dims5()?;
+        if let Some((wt, padding)) = self.folded((h, w), size)? {
+            return self.interleaved_with(x, &wt, 1, padding);
+        }
+        if size == (h, w) {
+            return self.forward_interleaved(x);
+        }
+        let planar = x.permute((0, 4, 1, 2, 3))?.reshape((n * l, c, h, w))?;
+        let y = self.forward_resized(&planar, size)?;
+        let (o, ho, wo) = (y.dim(1)?, y.dim(2)?, y.dim(3)?);
+        y.reshape((n, l, o, ho, wo))?
+            .permute((0, 2, 3, 4, 1))?
+            .contiguous()
+    }
+
+    /// The stride-1 kernel and padding equivalent to this convolution of an `hw` map resized
+    /// (nearest) to `size`, when the resize folds into the kernel; `None` otherwise.
+    fn folded(
+        &self,
+        (h, w): (usize, usize),
+        size: (usize, usize),
+    ) -> Result<Option<(Tensor, usize)>> {
         let c = &self.cfg;
-        let (h, w) = (x.dim(D::Minus2)?, x.dim(D::Minus1)?);
         let (k, s) = (self.weight.dim(3)?, c.stride);
         let folds = s > 1
             && c.dilation == 1
             && size == (h * s, w * s)
             && self.out_size(size.0, size.1) == (h, w);
         if !folds {
-            return self.forward(&resize_nearest(x, size)?);
+            return Ok(None);
         }
         // tap t reads the source pixel ⌊(t − pad)/s⌋ away from the output position (≤ 0 for
         // t = 0); the "same" kernel spans as far on both sides
@@ -191,11 +227,7 @@ impl Conv2d {
                 .collect::<Result<Vec<_>>>()?;
             wt = Tensor::cat(&folded, axis)?;
         }
-        let y = crate::conv::conv2d(x, &wt, 1, reach as usize, 1, c.groups)?;
-        match &self.bias {
-            Some(b) => crate::bias::add_channel_bias(&y, b),
-            None => Ok(y),
-        }
+        Ok(Some((wt, reach as usize)))
     }
 }
 

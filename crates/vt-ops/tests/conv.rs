@@ -171,7 +171,8 @@ fn gradients_by_finite_differences() -> Result<()> {
 }
 
 #[test]
-fn conv_of_a_resized_map_equals_resize_then_conv_with_gradients() -> Result<()> {
+fn conv_of_a_resized_map_equals_resize_then_conv_with_gradients_planar_and_interleaved(
+) -> Result<()> {
     let dev = Device::Cpu;
     // (k, stride, padding, groups, input side, resized side): folded where the size is
     // the stride's multiple (the position encoder's 7 → 14 px is the first), else the
@@ -185,6 +186,7 @@ fn conv_of_a_resized_map_equals_resize_then_conv_with_gradients() -> Result<()> 
         (2, 2, 0, 1, 5, 10),
         (3, 2, 1, 1, 7, 13),
         (3, 1, 1, 1, 7, 14),
+        (3, 2, 1, 1, 14, 14),
     ];
     for (i, &(k, stride, padding, groups, side, size)) in cases.iter().enumerate() {
         let store = VarStore::seeded(10 + i as u64, DType::F64, &dev);
@@ -216,6 +218,36 @@ fn conv_of_a_resized_map_equals_resize_then_conv_with_gradients() -> Result<()> 
         for v in vars.values().map(|v| v.as_tensor()).chain([x.as_tensor()]) {
             let d = diff(ga.get(v).unwrap(), gb.get(v).unwrap())?;
             assert!(d < 1e-12, "case {i}: gradient differs by {d}");
+        }
+        if groups > 1 {
+            continue;
+        }
+        // the same on 3 interleaved maps (N, C, H, W, L), against the permuted planar maps
+        let l = 3;
+        let xv = vt_ops::Rng::new(20 + i as u64).normal_vec(2 * 4 * side * side * l, 0.0, 1.0);
+        let xi = Var::from_tensor(
+            &Tensor::from_vec(xv, (2, 4, side, side, l), &dev)?.to_dtype(DType::F64)?,
+        )?;
+        let a = conv.forward_resized_interleaved(&xi, (size, size))?;
+        let planar = xi
+            .permute((0, 4, 1, 2, 3))?
+            .reshape((2 * l, 4, side, side))?;
+        let b = conv.forward(&vt_ops::resize::resize_nearest(&planar, (size, size))?)?;
+        let (ho, wo) = (b.dim(2)?, b.dim(3)?);
+        let b = b.reshape((2, l, 6, ho, wo))?.permute((0, 2, 3, 4, 1))?;
+        assert_eq!(a.dims(), b.dims(), "case {i} interleaved");
+        assert!(
+            diff(&a, &b)? < 1e-12,
+            "case {i}: interleaved outputs differ"
+        );
+        let wgt = Tensor::arange(0f64, a.elem_count() as f64, &dev)?
+            .reshape(a.shape())?
+            .sin()?;
+        let ga = (&a * &wgt)?.sum_all()?.backward()?;
+        let gb = (&b * &wgt)?.sum_all()?.backward()?;
+        for v in vars.values().map(|v| v.as_tensor()).chain([xi.as_tensor()]) {
+            let d = diff(ga.get(v).unwrap(), gb.get(v).unwrap())?;
+            assert!(d < 1e-12, "case {i}: interleaved gradient differs by {d}");
         }
     }
     Ok(())
