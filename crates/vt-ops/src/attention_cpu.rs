@@ -1,7 +1,6 @@
 //! CPU kernels of [`crate::attention`]. Each head of each sample is a few small products on
 //! channel-major data: `q (d, m)`, `k (d, lk)`, `v (dv, lk)`, `P (lk, m)`, `out (dv, m)`. Each
-//! product is [`small_gemm`]: register blocks of 4 rows × 16 columns, the right operand's rows
-//! contiguous, the left one read by strides. One task takes whole heads, at least
+//! product is one [`small_gemm`] (register blocks, no call into the GEMM crate). One task takes whole heads, at least
 //! [`TASK_WORK`] multiply-adds of them. Candle's batched matmul (one GEMM call per head, for
 //! products of depth 4-16) and the transposed copies around it cost more than the arithmetic.
 //!
@@ -10,6 +9,7 @@
 //! `P` (or `dS`). Each backward writes both gradients into one buffer in one
 //! pass; the two tensors are views of it.
 
+use crate::gemm::{small_gemm, wide_lanes, Strided};
 use crate::softmax_cpu::Real;
 use candle_core::op::BackpropOp;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
@@ -37,94 +37,6 @@ impl Heads {
 
     fn p_shape(&self) -> Shape {
         Shape::from((self.b / self.heads, self.heads, self.lk, self.m))
-    }
-}
-
-/// `C = A·B` for one head: `C (rows × n)` and `B (depth × n)` row-major with rows of `n`,
-/// `A[r, t]` read at `a[r·ars + t·acs]` (so `A` may be a transposed operand). Blocks of 4 rows ×
-/// 16 (then 8) columns keep their sums in registers over the whole depth; the few columns past
-/// the last block of 8 are summed one by one.
-#[inline(always)]
-fn small_gemm<T: Real>(c: &mut [T], n: usize, a: Strided<T>, b: &[T], depth: usize) {
-    let rows = c.len() / n;
-    if rows == 0 || depth == 0 {
-        c.fill(T::zero());
-        return;
-    }
-    // the blocks index without bounds checks: every index they form is below these
-    assert!(
-        c.len() == rows * n
-            && b.len() >= depth * n
-            && a.data.len() > (rows - 1) * a.rs + (depth - 1) * a.cs,
-        "small_gemm: operands too short for {rows} × {n} × {depth}"
-    );
-    let (wide, narrow) = (n / 16 * 16, n / 8 * 8);
-    let mut r = 0;
-    while r + 4 <= rows {
-        block::<T, 4, 16>(c, r, n, 0, wide, a, b, depth);
-        block::<T, 4, 8>(c, r, n, wide, narrow, a, b, depth);
-        r += 4;
-    }
-    for r in r..rows {
-        block::<T, 1, 16>(c, r, n, 0, wide, a, b, depth);
-        block::<T, 1, 8>(c, r, n, wide, narrow, a, b, depth);
-    }
-    for r in 0..rows {
-        for j in narrow..n {
-            let mut s = T::zero();
-            for t in 0..depth {
-                s = a.at(r, t).mul_add(b[t * n + j], s);
-            }
-            c[r * n + j] = s;
-        }
-    }
-}
-
-/// Rows `r0..r0 + R`, columns `j0..j1` (a multiple of `W` long) of [`small_gemm`].
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn block<T: Real, const R: usize, const W: usize>(
-    c: &mut [T],
-    r0: usize,
-    n: usize,
-    j0: usize,
-    j1: usize,
-    a: Strided<T>,
-    b: &[T],
-    depth: usize,
-) {
-    for j in (j0..j1).step_by(W) {
-        let mut acc = [[T::zero(); W]; R];
-        for t in 0..depth {
-            // SAFETY: j + W ≤ n and t < depth, so t·n + j + W ≤ depth·n ≤ b.len() (asserted
-            // by `small_gemm`)
-            let bv: &[T; W] = unsafe { &*(b.as_ptr().add(t * n + j) as *const [T; W]) };
-            for (i, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: r0 + i < rows and t < depth (asserted by `small_gemm`)
-                let av = unsafe { *a.data.get_unchecked((r0 + i) * a.rs + t * a.cs) };
-                for (s, &x) in acc.iter_mut().zip(bv) {
-                    *s = av.mul_add(x, *s);
-                }
-            }
-        }
-        for (i, acc) in acc.iter().enumerate() {
-            c[(r0 + i) * n + j..][..W].copy_from_slice(acc);
-        }
-    }
-}
-
-/// The left operand of [`small_gemm`]: element `(r, t)` at `data[r·rs + t·cs]`.
-#[derive(Clone, Copy)]
-struct Strided<'a, T> {
-    data: &'a [T],
-    rs: usize,
-    cs: usize,
-}
-
-impl<T: Copy> Strided<'_, T> {
-    #[inline(always)]
-    fn at(&self, r: usize, t: usize) -> T {
-        self.data[r * self.rs + t * self.cs]
     }
 }
 
@@ -523,18 +435,6 @@ fn split_grads(
         Some(flat.narrow(0, 0, split)?.reshape(a.shape())?),
         Some(flat.narrow(0, split, b.elem_count())?.reshape(b.shape())?),
     ))
-}
-
-/// Whether this CPU runs the AVX2 + FMA build of the kernels (detected once; std caches it).
-fn wide_lanes() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 /// Runs a kernel on the f32 or f64 data of contiguous CPU tensors of one dtype, for backward

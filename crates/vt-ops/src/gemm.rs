@@ -6,7 +6,9 @@ use rayon::prelude::*;
 use std::cell::RefCell;
 
 /// The element types the kernels run on.
-pub(crate) trait Float: candle_core::WithDType + Default + std::ops::AddAssign {
+pub(crate) trait Float:
+    candle_core::WithDType + Default + std::ops::AddAssign + num_traits::Float
+{
     const ONE: Self;
     /// Runs `f` on this thread's pool of spare scratch buffers of this type.
     fn with_pool<R>(f: impl FnOnce(&mut Vec<Vec<Self>>) -> R) -> R;
@@ -85,6 +87,11 @@ pub(crate) struct View<'a, T> {
     pub cs: usize,
 }
 
+/// Depth up to which [`gemm_acc`] runs [`small_gemm`] instead of the `gemm` crate: the grouped
+/// 1×1 convs of the VT modules (4-32 channels per group) spent 10 µs per call in `gemm` for
+/// a few thousand multiply-adds (0.3-5 GMAC/s).
+const SMALL_DEPTH: usize = 32;
+
 /// `dst (m×n) += lhs (m×k) · rhs (k×n)`, or `=` when `!acc` (then `dst` may hold anything);
 /// `dst` is row-major with row stride `dst_rs`.
 /// Bounds are checked here, so the call into `gemm` reads and writes only inside the slices.
@@ -111,6 +118,14 @@ pub(crate) fn gemm_acc<T: Float>(
     );
     if m == 0 || n == 0 {
         return;
+    }
+    if !acc && threads == 1 && k <= SMALL_DEPTH && rhs.cs == 1 && rhs.rs == n && dst_rs == n {
+        let a = Strided {
+            data: lhs.data,
+            rs: lhs.rs,
+            cs: lhs.cs,
+        };
+        return small_gemm(&mut dst[..m * n], n, a, rhs.data, k);
     }
     if k == 0 {
         // an empty sum: `=` still has to write the zeros its caller relies on
@@ -150,6 +165,140 @@ pub(crate) fn gemm_acc<T: Float>(
             false,
             parallelism,
         )
+    }
+}
+
+/// `C = A·B` for small products (the VT modules' per-head attention, grouped 1×1 convs of a
+/// few channels per group), where a call into the `gemm` crate costs more than the
+/// arithmetic: `C (rows × n)` and `B (depth × n)` row-major with rows of `n`, `A[r, t]` read
+/// at `a.data[r·rs + t·cs]` (so `A` may be a transposed operand). Blocks of 4 rows × 16 (then
+/// 8) columns keep their sums in registers over the whole depth; the few columns past the
+/// last block of 8 are summed one by one. AVX2 + FMA where the CPU has them (checked once).
+pub(crate) fn small_gemm<T: Float>(c: &mut [T], n: usize, a: Strided<T>, b: &[T], depth: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if wide_lanes() {
+        // SAFETY: `wide_lanes` checked that this CPU has AVX2 and FMA
+        return unsafe { small_gemm_avx2(c, n, a, b, depth) };
+    }
+    small_gemm_in::<T, false>(c, n, a, b, depth)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn small_gemm_avx2<T: Float>(c: &mut [T], n: usize, a: Strided<T>, b: &[T], depth: usize) {
+    small_gemm_in::<T, true>(c, n, a, b, depth)
+}
+
+/// Whether this CPU has AVX2 and FMA (detected once; std caches it).
+pub(crate) fn wide_lanes() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// [`small_gemm`]'s body; `FMA` fuses each multiply-add (a libm call where the CPU has no FMA).
+#[inline(always)]
+fn small_gemm_in<T: Float, const FMA: bool>(
+    c: &mut [T],
+    n: usize,
+    a: Strided<T>,
+    b: &[T],
+    depth: usize,
+) {
+    let rows = c.len() / n;
+    if rows == 0 || depth == 0 {
+        c.fill(T::zero());
+        return;
+    }
+    // the blocks index without bounds checks: every index they form is below these
+    assert!(
+        c.len() == rows * n
+            && b.len() >= depth * n
+            && a.data.len() > (rows - 1) * a.rs + (depth - 1) * a.cs,
+        "small_gemm: operands too short for {rows} × {n} × {depth}"
+    );
+    let (wide, narrow) = (n / 16 * 16, n / 8 * 8);
+    let mut r = 0;
+    while r + 4 <= rows {
+        block::<T, 4, 16, FMA>(c, r, n, 0, wide, a, b, depth);
+        block::<T, 4, 8, FMA>(c, r, n, wide, narrow, a, b, depth);
+        r += 4;
+    }
+    for r in r..rows {
+        block::<T, 1, 16, FMA>(c, r, n, 0, wide, a, b, depth);
+        block::<T, 1, 8, FMA>(c, r, n, wide, narrow, a, b, depth);
+    }
+    for r in 0..rows {
+        for j in narrow..n {
+            let mut s = T::zero();
+            for t in 0..depth {
+                s = madd::<T, FMA>(a.at(r, t), b[t * n + j], s);
+            }
+            c[r * n + j] = s;
+        }
+    }
+}
+
+/// Rows `r0..r0 + R`, columns `j0..j1` (a multiple of `W` long) of [`small_gemm`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn block<T: Float, const R: usize, const W: usize, const FMA: bool>(
+    c: &mut [T],
+    r0: usize,
+    n: usize,
+    j0: usize,
+    j1: usize,
+    a: Strided<T>,
+    b: &[T],
+    depth: usize,
+) {
+    for j in (j0..j1).step_by(W) {
+        let mut acc = [[T::zero(); W]; R];
+        for t in 0..depth {
+            // SAFETY: j + W ≤ n and t < depth, so t·n + j + W ≤ depth·n ≤ b.len() (asserted
+            // by `small_gemm`)
+            let bv: &[T; W] = unsafe { &*(b.as_ptr().add(t * n + j) as *const [T; W]) };
+            for (i, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: r0 + i < rows and t < depth (asserted by `small_gemm`)
+                let av = unsafe { *a.data.get_unchecked((r0 + i) * a.rs + t * a.cs) };
+                for (s, &x) in acc.iter_mut().zip(bv) {
+                    *s = madd::<T, FMA>(av, x, *s);
+                }
+            }
+        }
+        for (i, acc) in acc.iter().enumerate() {
+            c[(r0 + i) * n + j..][..W].copy_from_slice(acc);
+        }
+    }
+}
+
+/// `a·b + s`, fused or not.
+#[inline(always)]
+fn madd<T: Float, const FMA: bool>(a: T, b: T, s: T) -> T {
+    if FMA {
+        a.mul_add(b, s)
+    } else {
+        s + a * b
+    }
+}
+
+/// The left operand of [`small_gemm`]: element `(r, t)` at `data[r·rs + t·cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Strided<'a, T> {
+    pub data: &'a [T],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<T: Copy> Strided<'_, T> {
+    #[inline(always)]
+    fn at(&self, r: usize, t: usize) -> T {
+        self.data[r * self.rs + t * self.cs]
     }
 }
 

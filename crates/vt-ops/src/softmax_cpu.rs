@@ -27,7 +27,7 @@ pub(crate) struct SoftmaxCpu {
 /// The least work of one parallel task: below this a task's scheduling costs more than it saves.
 const TASK_ELEMS: usize = 16 * 1024;
 
-pub(crate) trait Real: candle_core::WithDType + num_traits::Float {
+pub(crate) trait Real: crate::gemm::Float {
     /// `exp(self)` written so that a loop of it vectorises (no libm call per element).
     fn exp_lanes(self) -> Self;
 }
