@@ -1,7 +1,8 @@
 //! Kernel benches: every distinct conv shape of ResNet-18 and ResNet-50 (224 px stages, batch
 //! 8), forward and forward+backward, vt's conv op against candle's built-in conv2d; batch
 //! norm (and BN + ReLU) fused vs composite; the position encoder's conv of a resized map, folded
-//! vs explicit; the VT stages' attention, fused vs composite; one VT module; and the GEMM roof (1024³ matmul). Throughput is in
+//! vs explicit; the VT stages' attention, fused vs composite; their grouped 1×1 convs; one VT
+//! module; and the GEMM roof (1024³ matmul). Throughput is in
 //! FLOPs (2 per MAC), so criterion's "elem/s" reads as FLOP/s against the roof.
 
 use candle_core::{DType, Device, ModuleT, Tensor, Var};
@@ -217,6 +218,38 @@ fn attention(c: &mut Criterion) {
     g.finish();
 }
 
+/// The VT modules' grouped 1×1 convs at VT-ResNet-18's 56 px `reproduce` shapes (batch 64):
+/// the transformer's on 16 tokens (8 groups of 32 channels), the tokenizer's and projector's on
+/// 14 × 14 pixels (16 groups of 4 and 8 channels), and a dense one on tokens for scale.
+fn grouped_conv1x1(c: &mut Criterion) {
+    let mut g = c.benchmark_group("layers/conv1x1");
+    g.sample_size(10).measurement_time(Duration::from_secs(3));
+    // (in, out, groups, positions)
+    for (i, (cin, cout, groups, p)) in [
+        (256, 256, 8, 16),
+        (64, 64, 16, 196),
+        (128, 128, 16, 196),
+        (256, 256, 1, 16),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let store = VarStore::seeded(0, DType::F32, &Device::Cpu);
+        let conv = vt_ops::Conv1x1::new(cin, cout, groups, true, store.var_builder()).unwrap();
+        let x = Var::from_tensor(&rand(&[64, cin, p], 80 + i as u64)).unwrap();
+        g.throughput(Throughput::Elements(
+            (2 * 64 * cout * cin / groups * p) as u64,
+        ));
+        let shape = format!("{cin}to{cout}_g{groups}/64x{cin}x{p}/f32/cpu");
+        let fwd = || candle_core::Module::forward(&conv, x.as_tensor()).unwrap();
+        g.bench_function(BenchmarkId::new("fwd", &shape), |b| b.iter(fwd));
+        g.bench_function(BenchmarkId::new("fwd_bwd", &shape), |b| {
+            b.iter(|| fwd().sum_all().unwrap().backward().unwrap())
+        });
+    }
+    g.finish();
+}
+
 fn vt_module(c: &mut Criterion) {
     let store = VarStore::seeded(0, DType::F32, &Device::Cpu);
     let vt = VisualTransformer::new(&VtConfig::preset(256, 512), store.var_builder()).unwrap();
@@ -242,6 +275,7 @@ criterion_group!(
     batch_norm,
     resized_conv,
     attention,
+    grouped_conv1x1,
     vt_module
 );
 criterion_main!(benches);

@@ -1,6 +1,7 @@
 //! The strided GEMM call the CPU convolution kernels share (`gemm`, the crate candle itself
-//! runs on), with its bounds checks; the tile loop that runs them serially or in parallel; and
-//! the per-thread scratch buffers the tiles reuse.
+//! runs on), with its bounds checks; a register-blocked kernel for products too small for it
+//! (the attention's); the tile loop that runs them serially or in parallel; and the per-thread
+//! scratch buffers the tiles reuse.
 
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -87,11 +88,6 @@ pub(crate) struct View<'a, T> {
     pub cs: usize,
 }
 
-/// Depth up to which [`gemm_acc`] runs [`small_gemm`] instead of the `gemm` crate: the grouped
-/// 1×1 convs of the VT modules (4-32 channels per group) spent 10 µs per call in `gemm` for
-/// a few thousand multiply-adds (0.3-5 GMAC/s).
-const SMALL_DEPTH: usize = 32;
-
 /// `dst (m×n) += lhs (m×k) · rhs (k×n)`, or `=` when `!acc` (then `dst` may hold anything);
 /// `dst` is row-major with row stride `dst_rs`.
 /// Bounds are checked here, so the call into `gemm` reads and writes only inside the slices.
@@ -118,14 +114,6 @@ pub(crate) fn gemm_acc<T: Float>(
     );
     if m == 0 || n == 0 {
         return;
-    }
-    if !acc && threads == 1 && k <= SMALL_DEPTH && rhs.cs == 1 && rhs.rs == n && dst_rs == n {
-        let a = Strided {
-            data: lhs.data,
-            rs: lhs.rs,
-            cs: lhs.cs,
-        };
-        return small_gemm(&mut dst[..m * n], n, a, rhs.data, k);
     }
     if k == 0 {
         // an empty sum: `=` still has to write the zeros its caller relies on
@@ -168,9 +156,8 @@ pub(crate) fn gemm_acc<T: Float>(
     }
 }
 
-/// `C = A·B` for small products (the VT modules' per-head attention, grouped 1×1 convs of a
-/// few channels per group), where a call into the `gemm` crate costs more than the
-/// arithmetic: `C (rows × n)` and `B (depth × n)` row-major with rows of `n`, `A[r, t]` read
+/// `C = A·B` for small products (the VT modules' per-head attention, depth 4-16), where a
+/// call into the `gemm` crate costs more than the arithmetic: `C (rows × n)` and `B (depth × n)` row-major with rows of `n`, `A[r, t]` read
 /// at `a.data[r·rs + t·cs]` (so `A` may be a transposed operand). Blocks of 4 rows × 16 (then
 /// 8) columns keep their sums in registers over the whole depth; the few columns past the
 /// last block of 8 are summed one by one. AVX2 + FMA where the CPU has them (checked once).
