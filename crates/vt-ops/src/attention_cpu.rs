@@ -272,25 +272,13 @@ impl AttendCpu {
         // every output row is written below
         let mut out = crate::output_vec(b * d * m);
         let bt = self.shape.per_task();
-        let wide = wide_lanes();
         out.par_chunks_mut(bt * d * m)
             .zip(v.par_chunks(bt * d * lk).zip(p.par_chunks(bt * lk * m)))
-            .for_each(|(o, (v, p))| match wide {
-                // SAFETY: `wide_lanes` checked that this CPU has AVX2 and FMA
-                #[cfg(target_arch = "x86_64")]
-                true => unsafe { self.forward_task_avx2(o, v, p) },
-                _ => self.forward_task(o, v, p),
-            });
+            .for_each(|(o, (v, p))| self.forward_task(o, v, p));
         out
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn forward_task_avx2<T: Real>(&self, o: &mut [T], v: &[T], p: &[T]) {
-        self.forward_task(o, v, p)
-    }
-
-    #[inline(always)]
+    /// The heads of one task (each product is a [`small_gemm`], which picks its own build).
     fn forward_task<T: Real>(&self, o: &mut [T], v: &[T], p: &[T]) {
         let Heads { d, lk, m, .. } = self.shape;
         for ((o, v), p) in o
@@ -320,7 +308,6 @@ impl AttendCpu {
         let (dv, dp) = grads.split_at_mut(b * d * lk);
         let bt = self.shape.per_task();
         let (vm, pm, om) = (bt * d * lk, bt * lk * m, bt * d * m);
-        let wide = wide_lanes();
         dv.par_chunks_mut(vm)
             .zip(dp.par_chunks_mut(pm))
             .zip(
@@ -328,29 +315,11 @@ impl AttendCpu {
                     .zip(p.par_chunks(pm))
                     .zip(dout.par_chunks(om)),
             )
-            .for_each(|((dv, dp), ((v, p), dout))| match wide {
-                // SAFETY: `wide_lanes` checked that this CPU has AVX2 and FMA
-                #[cfg(target_arch = "x86_64")]
-                true => unsafe { self.backward_task_avx2(dv, dp, v, p, dout) },
-                _ => self.backward_task(dv, dp, v, p, dout),
-            });
+            .for_each(|((dv, dp), ((v, p), dout))| self.backward_task(dv, dp, v, p, dout));
         grads
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn backward_task_avx2<T: Real>(
-        &self,
-        dv: &mut [T],
-        dp: &mut [T],
-        v: &[T],
-        p: &[T],
-        dout: &[T],
-    ) {
-        self.backward_task(dv, dp, v, p, dout)
-    }
-
-    #[inline(always)]
+    /// The heads of one task: a transpose and two [`small_gemm`]s each.
     fn backward_task<T: Real>(&self, dv: &mut [T], dp: &mut [T], v: &[T], p: &[T], dout: &[T]) {
         let Heads { d, lk, m, .. } = self.shape;
         let mut p_t = vec![T::zero(); m * lk];
