@@ -112,7 +112,7 @@ impl WeightsCpu {
             for row in p.chunks_mut(m) {
                 for ((o, &mx), s) in row.iter_mut().zip(&max).zip(&mut sum) {
                     let e = ((*o - mx) * scale).exp_lanes();
-                    *s = *s + e;
+                    *s += e;
                     *o = e;
                 }
             }
@@ -121,7 +121,7 @@ impl WeightsCpu {
             }
             for row in p.chunks_mut(m) {
                 for (o, &r) in row.iter_mut().zip(&sum) {
-                    *o = *o * r;
+                    *o *= r;
                 }
             }
         }
@@ -188,7 +188,7 @@ impl WeightsCpu {
             dot.fill(T::zero());
             for (pr, dr) in p.chunks(m).zip(dp.chunks(m)) {
                 for ((s, &y), &g) in dot.iter_mut().zip(pr).zip(dr) {
-                    *s = *s + y * g;
+                    *s += y * g;
                 }
             }
             for (o, (pr, dr)) in ds.chunks_mut(m).zip(p.chunks(m).zip(dp.chunks(m))) {
