@@ -72,7 +72,7 @@ impl WeightsCpu {
                 // SAFETY: `wide_lanes` checked that this CPU has AVX2 and FMA
                 #[cfg(target_arch = "x86_64")]
                 true => unsafe { self.forward_task_avx2(p, q, k) },
-                _ => self.forward_task(p, q, k),
+                _ => self.forward_task::<T, false>(p, q, k),
             });
         p
     }
@@ -80,11 +80,11 @@ impl WeightsCpu {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn forward_task_avx2<T: Real>(&self, p: &mut [T], q: &[T], k: &[T]) {
-        self.forward_task(p, q, k)
+        self.forward_task::<T, true>(p, q, k)
     }
 
     #[inline(always)]
-    fn forward_task<T: Real>(&self, p: &mut [T], q: &[T], k: &[T]) {
+    fn forward_task<T: Real, const FMA: bool>(&self, p: &mut [T], q: &[T], k: &[T]) {
         let Heads { d, lk, m, .. } = self.shape;
         let scale = T::from_f64(self.scale);
         let (mut max, mut sum) = (vec![T::zero(); m], vec![T::zero(); m]);
@@ -111,7 +111,7 @@ impl WeightsCpu {
             sum.fill(T::zero());
             for row in p.chunks_mut(m) {
                 for ((o, &mx), s) in row.iter_mut().zip(&max).zip(&mut sum) {
-                    let e = ((*o - mx) * scale).exp_lanes();
+                    let e = ((*o - mx) * scale).exp_lanes::<FMA>();
                     *s += e;
                     *o = e;
                 }

@@ -266,7 +266,7 @@ fn block<T: Float, const R: usize, const W: usize, const FMA: bool>(
 
 /// `a·b + s`, fused or not.
 #[inline(always)]
-fn madd<T: Float, const FMA: bool>(a: T, b: T, s: T) -> T {
+pub(crate) fn madd<T: Float, const FMA: bool>(a: T, b: T, s: T) -> T {
     if FMA {
         a.mul_add(b, s)
     } else {
