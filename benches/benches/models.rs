@@ -3,7 +3,7 @@
 //! workloads in PyTorch for the ratio.
 
 use candle_core::{DType, Device, ModuleT, Tensor};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use std::time::Duration;
 use vt_backbones::{preset, ResNet};
 use vt_ops::{Rng, VarStore};
@@ -62,4 +62,10 @@ fn models(c: &mut Criterion) {
 }
 
 criterion_group!(benches, models);
-criterion_main!(benches);
+// `criterion_main!` with the steps on the CPU kernels' thread pool, as `vt_run::train` runs them
+fn main() {
+    vt_ops::in_thread_pool(|| {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+    });
+}

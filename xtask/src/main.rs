@@ -96,7 +96,8 @@ fn tune_cpu_runtime() {
 fn main() -> ExitCode {
     tune_cpu_runtime();
     let cli = Cli::parse();
-    let result = match cli.command {
+    // every command's model steps on the CPU kernels' own thread pool
+    let result = vt_ops::in_thread_pool(|| match cli.command {
         Command::List(a) => list::run(a),
         Command::Data(a) => data::run(a),
         Command::Flops(a) => flops::run(a),
@@ -107,7 +108,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => eval::run(a),
         Command::Reproduce(a) => reproduce::run(a),
         Command::BenchPeer(a) => bench_peer::run(a),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -71,6 +71,36 @@ pub fn cpu_kernels(device: &candle_core::Device) -> bool {
     device.is_cpu() && kernel_choice() != "candle"
 }
 
+/// Runs `f` on a thread of rayon's global pool and returns its result: the pool that vt's CPU
+/// kernels and candle's GEMMs split their work over. A parallel op called from a thread outside
+/// the pool hands its work to the pool and sleeps until it is done, two thread wake-ups per
+/// op; called from a pool thread it does a share itself while the others steal the rest. A
+/// train step is hundreds of such ops, so runs call their steps through this (measured:
+/// `cargo xtask bench-peer --interleave ... --env-ab VT_CPU_POOL=caller`).
+///
+/// The first call builds the global pool, with [`POOL_STACK`]-byte stacks (candle's backward
+/// walks and drops the graph recursively, deeper than a default 2 MiB thread stack allows on
+/// the deepest models). Where the pool already exists (built elsewhere, with unknown stacks) or
+/// `VT_CPU_POOL=caller` is set, `f` runs on the calling thread, as before.
+pub fn in_thread_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    static OURS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ours = *OURS.get_or_init(|| {
+        std::env::var("VT_CPU_POOL").as_deref() != Ok("caller")
+            && rayon::ThreadPoolBuilder::new()
+                .stack_size(POOL_STACK)
+                .build_global()
+                .is_ok()
+    });
+    match ours && rayon::current_thread_index().is_none() {
+        true => rayon::scope(|_| f()),
+        false => f(),
+    }
+}
+
+/// The stack of each thread of the global pool [`in_thread_pool`] builds (address space; only
+/// the pages used are backed).
+pub const POOL_STACK: usize = 64 << 20;
+
 /// Whether vt's CPU convolution may use its direct kernel ([`conv`]).
 pub(crate) fn direct_conv() -> bool {
     kernel_choice() != "im2col"

@@ -158,6 +158,11 @@ pub struct Evaluation {
 /// Evaluates the newest checkpoint of the run in `dir` (its EMA weights when the run keeps an
 /// EMA, as training evaluates) on the run's test data, or on the data in `data`.
 pub fn evaluate_run(dir: &Path, data: Option<&Path>, device: &Device) -> Result<Evaluation> {
+    // on the CPU kernels' thread pool, as training
+    vt_ops::in_thread_pool(|| evaluate_run_here(dir, data, device))
+}
+
+fn evaluate_run_here(dir: &Path, data: Option<&Path>, device: &Device) -> Result<Evaluation> {
     let mut cfg = saved_config(dir)?;
     if let Some(d) = data {
         cfg.data.path = Some(d.to_path_buf());
@@ -178,6 +183,10 @@ pub fn evaluate_run(dir: &Path, data: Option<&Path>, device: &Device) -> Result<
 /// test data ([`RunConfig::with_pretrained`] gives the geometry). Its head must fit the data's
 /// classes: a head started fresh would score chance.
 pub fn evaluate_pretrained(cfg: RunConfig, device: &Device) -> Result<Evaluation> {
+    vt_ops::in_thread_pool(|| evaluate_pretrained_here(cfg, device))
+}
+
+fn evaluate_pretrained_here(cfg: RunConfig, device: &Device) -> Result<Evaluation> {
     let Some(id) = cfg.model.pretrained.clone() else {
         invalid!("evaluate_pretrained: model.pretrained is not set")
     };

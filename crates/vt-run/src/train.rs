@@ -29,8 +29,18 @@ pub struct RunOptions {
 }
 
 /// Trains (or resumes) the run in `out`: writes the resolved `config.toml`, the log and the
-/// checkpoints, and `metrics.json` when the run completes.
+/// checkpoints, and `metrics.json` when the run completes. The run's steps run on the CPU
+/// kernels' thread pool ([`vt_ops::in_thread_pool`]).
 pub fn train(cfg: RunConfig, out: &Path, device: &Device, opts: &RunOptions) -> Result<RunMetrics> {
+    vt_ops::in_thread_pool(|| train_here(cfg, out, device, opts))
+}
+
+fn train_here(
+    cfg: RunConfig,
+    out: &Path,
+    device: &Device,
+    opts: &RunOptions,
+) -> Result<RunMetrics> {
     cfg.validate()?; // before the run directory is made
     let group = &opts.group;
     let world = group.world_size();
