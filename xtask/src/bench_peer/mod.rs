@@ -91,6 +91,12 @@ pub struct Args {
     /// e.g. a VT model's step against its ResNet's, steadier on a shared host than separate runs.
     #[arg(long, value_delimiter = ',')]
     interleave: Vec<String>,
+    /// With `--interleave`: an A/B of an environment setting (`KEY=VALUE`, several joined by
+    /// `+`, e.g. a candle or vt tuning variable) in `--reps` pairs of processes, the order
+    /// alternating; prints each workload's time with the setting / without, per pair and the
+    /// median. For settings read once per process, which `--interleave` alone cannot switch.
+    #[arg(long)]
+    env_ab: Option<String>,
 }
 
 /// Named sets of rows.
@@ -240,6 +246,82 @@ fn parse(out: std::process::Output, what: &str) -> Result<Timing> {
     serde_json::from_str(line).with_context(|| format!("{what} printed `{line}`"))
 }
 
+/// `--env-ab`: `--interleave`'s workloads in pairs of child processes, one with `setting` in
+/// its environment and one without, the order alternating pair by pair.
+fn env_ab(args: &Args, setting: &str) -> Result<()> {
+    let vars = setting
+        .split('+')
+        .map(|kv| {
+            kv.split_once('=')
+                .with_context(|| format!("--env-ab `{kv}`: expected KEY=VALUE"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if args.interleave.is_empty() {
+        bail!("--env-ab {setting}: give the workloads with --interleave");
+    }
+    let exe = std::env::current_exe()?;
+    let run = |with: bool| -> Result<Vec<f64>> {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["bench-peer", "--interleave", &args.interleave.join(",")])
+            .args(["--iters", &args.iters.to_string(), "--device", &args.device]);
+        for (k, v) in &vars {
+            match with {
+                true => cmd.env(k, v),
+                false => cmd.env_remove(k),
+            };
+        }
+        let out = cmd.output()?;
+        if !out.status.success() {
+            bail!(
+                "--env-ab child failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // one line per workload: `spec: {json} (median / first's r)`
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|line| {
+                let json = line
+                    .split_once(": ")
+                    .and_then(|(_, rest)| rest.rsplit_once(" (median"))
+                    .with_context(|| format!("--env-ab: unexpected line `{line}`"))?
+                    .0;
+                Ok(serde_json::from_str::<Timing>(json)?.median_ms)
+            })
+            .collect()
+    };
+    let n = args.interleave.len();
+    let mut ratios = vec![vec![]; n];
+    for pair in 0..args.reps {
+        let (with, without) = match pair % 2 {
+            0 => {
+                let w = run(true)?;
+                (w, run(false)?)
+            }
+            _ => {
+                let wo = run(false)?;
+                (run(true)?, wo)
+            }
+        };
+        for (i, r) in ratios.iter_mut().enumerate() {
+            r.push(with[i] / without[i]);
+        }
+        println!(
+            "pair {pair}: {}",
+            (0..n)
+                .map(|i| format!("{:.1}/{:.1} ms", with[i], without[i]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    println!("time with {setting} / without (below 1: the setting is faster):");
+    for (spec, r) in args.interleave.iter().zip(ratios) {
+        let all: Vec<String> = r.iter().map(|x| format!("{x:.3}")).collect();
+        println!("  {spec}: median {:.3} ({})", median(r), all.join(" "));
+    }
+    Ok(())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -250,6 +332,9 @@ pub fn run(args: Args) -> Result<()> {
         let t = workload::single(spec, args.iters, &args.device)?;
         println!("{}", serde_json::to_string(&t)?);
         return Ok(());
+    }
+    if let Some(setting) = &args.env_ab {
+        return env_ab(&args, setting);
     }
     if !args.interleave.is_empty() {
         let specs: Vec<&str> = args.interleave.iter().map(String::as_str).collect();
