@@ -22,6 +22,7 @@
 //! * [`collective`]: the ranks of a data-parallel run (`ProcessGroup`), a differentiable
 //!   all-reduce, synchronised batch norm;
 //! * [`cost`]: MAC and parameter accounting;
+//! * [`in_thread_pool`]: runs a step on the thread pool the CPU kernels split their work over;
 //! * [`mutate`]: seeded byte mutations of files, for the readers' robustness tests.
 
 pub mod attention;
