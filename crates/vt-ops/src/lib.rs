@@ -82,7 +82,9 @@ pub fn cpu_kernels(device: &candle_core::Device) -> bool {
 /// The first call builds the global pool, with [`POOL_STACK`]-byte stacks (candle's backward
 /// walks and drops the graph recursively, deeper than a default 2 MiB thread stack allows on
 /// the deepest models). Where the pool already exists (built elsewhere, with unknown stacks) or
-/// `VT_CPU_POOL=caller` is set, `f` runs on the calling thread, as before.
+/// `VT_CPU_POOL=caller` is set, `f` runs on the calling thread, as before. Calls from several
+/// threads at once share the pool: a pool thread waiting inside one call's op may run another
+/// call's whole closure before it returns to its own, so closures must not wait on each other.
 pub fn in_thread_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     static OURS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let ours = *OURS.get_or_init(|| {
