@@ -61,6 +61,7 @@ pub struct Args {
     /// Also time vt with candle's built-in CPU conv / batch norm (VT_CPU_KERNELS=candle).
     #[arg(long)]
     candle_builtin: bool,
+    /// Print JSON: the rows (or with `--interleave`, one line with each workload's timing).
     #[arg(long)]
     json: bool,
     /// cpu, or cuda (needs `--features cuda`; PyTorch then runs on its GPU too, and the
@@ -237,7 +238,8 @@ fn peer_path(rel: &str) -> PathBuf {
     }
 }
 
-fn parse(out: std::process::Output, what: &str) -> Result<Timing> {
+/// The JSON on the last line a child printed (a `Timing`, or `--interleave --json`'s list).
+fn parse<T: serde::de::DeserializeOwned>(out: std::process::Output, what: &str) -> Result<T> {
     if !out.status.success() {
         bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -262,33 +264,21 @@ fn env_ab(args: &Args, setting: &str) -> Result<()> {
     let exe = std::env::current_exe()?;
     let run = |with: bool| -> Result<Vec<f64>> {
         let mut cmd = Command::new(&exe);
-        cmd.args(["bench-peer", "--interleave", &args.interleave.join(",")])
-            .args(["--iters", &args.iters.to_string(), "--device", &args.device]);
+        cmd.args([
+            "bench-peer",
+            "--json",
+            "--interleave",
+            &args.interleave.join(","),
+        ])
+        .args(["--iters", &args.iters.to_string(), "--device", &args.device]);
         for (k, v) in &vars {
             match with {
                 true => cmd.env(k, v),
                 false => cmd.env_remove(k),
             };
         }
-        let out = cmd.output()?;
-        if !out.status.success() {
-            bail!(
-                "--env-ab child failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        // one line per workload: `spec: {json} (median / first's r)`
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|line| {
-                let json = line
-                    .split_once(": ")
-                    .and_then(|(_, rest)| rest.rsplit_once(" (median"))
-                    .with_context(|| format!("--env-ab: unexpected line `{line}`"))?
-                    .0;
-                Ok(serde_json::from_str::<Timing>(json)?.median_ms)
-            })
-            .collect()
+        let times: Vec<Timing> = parse(cmd.output()?, &format!("--env-ab child ({with})"))?;
+        Ok(times.iter().map(|t| t.median_ms).collect())
     };
     let n = args.interleave.len();
     let mut ratios = vec![vec![]; n];
@@ -339,6 +329,10 @@ pub fn run(args: Args) -> Result<()> {
     if !args.interleave.is_empty() {
         let specs: Vec<&str> = args.interleave.iter().map(String::as_str).collect();
         let times = workload::interleaved(&specs, args.iters, &args.device)?;
+        if args.json {
+            println!("{}", serde_json::to_string(&times)?);
+            return Ok(());
+        }
         for (spec, t) in specs.iter().zip(&times) {
             println!(
                 "{spec}: {} (median / first's {:.3})",
