@@ -3,7 +3,9 @@
 use crate::config::VtConfig;
 use candle_core::{bail, Module, ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
-use vt_ops::{attend, attention_weights, softmax, BatchNorm, Conv1x1, Cost};
+use vt_ops::{
+    attend, attention_weights, attention_weights_with_key_bias, softmax, BatchNorm, Conv1x1, Cost,
+};
 
 /// Residual-path channel change: `Conv1d(C_in, C_out, 1, bias=False)` + `BatchNorm1d(C_out)`.
 #[derive(Clone, Debug)]
@@ -106,9 +108,27 @@ impl Projector {
             )?;
             return Ok((xf, t.matmul(&s.transpose(1, 2)?)?));
         };
-        let h = self.heads;
-        let (q, k) = (self.query.forward(&xf)?, self.key.forward(t)?);
-        let s = attention_weights(&q, &k, h, 1.0 / ((c / h) as f64).sqrt())?; // (N, h, L, HW)
+        let (h, scale) = (self.heads, 1.0 / ((c / self.heads) as f64).sqrt());
+        let k = self.key.forward(t)?;
+        // (N, h, L, HW). Per head (W_q x + b)ᵀ k = xᵀ (W_qᵀ k) + bᵀk: with the query conv's
+        // groups inside the heads, its weight moves onto the L tokens instead of the HW pixels
+        // (the same function, fewer MACs; `cost` still counts the reference's form).
+        let s = if self.query.groups() % h == 0 {
+            let moved = self.query.transposed(&k)?;
+            match self.query.bias() {
+                Some(b) => {
+                    let (n, l) = (k.dim(0)?, k.dim(2)?);
+                    let bias = k
+                        .broadcast_mul(&b.reshape((1, c, 1))?)?
+                        .reshape((n, h, c / h, l))?
+                        .sum(2)?;
+                    attention_weights_with_key_bias(&xf, &moved, &bias, h, scale)?
+                }
+                None => attention_weights(&xf, &moved, h, scale)?,
+            }
+        } else {
+            attention_weights(&self.query.forward(&xf)?, &k, h, scale)?
+        };
         let out = attend(&value.forward(t)?, &s)?;
         let res = match &self.lateral {
             Some(lat) => lat.forward_t(&xf, train)?,

@@ -210,7 +210,16 @@ impl RecurrentTokenizer {
         };
         let hd = self.heads;
         let q = self.query.forward(&t_a.contiguous()?)?;
-        let coef = attention_weights(&q, &key.forward(&xf)?, hd, 1.0 / ((c / hd) as f64).sqrt())?;
+        let scale = 1.0 / ((c / hd) as f64).sqrt();
+        // Per head (W_k x + b)ᵀ q = xᵀ (W_kᵀ q) + bᵀq: with the key conv's groups inside the
+        // heads, its weight moves onto the L tokens instead of the HW pixels, and bᵀq, the same
+        // for every pixel, cancels in the softmax over them (so the key bias has no gradient;
+        // the reference's is zero up to rounding). `cost` still counts the reference's form.
+        let coef = if key.groups() % hd == 0 {
+            attention_weights(&key.transposed(&q)?, &xf, hd, scale)?
+        } else {
+            attention_weights(&q, &key.forward(&xf)?, hd, scale)?
+        };
         let new = tail.finish(&xf, &coef, (h, w))?;
         let out = match t_b {
             Some(b) => Tensor::cat(&[&b, &new], 2)?,

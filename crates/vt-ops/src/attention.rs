@@ -17,6 +17,23 @@ use candle_core::{bail, DType, Result, Tensor};
 /// Attention weights of `q (N, h·d, M)` against `k (N, h·d, L_k)` in `heads` heads, scaled by
 /// `scale` (`1/√d`): `(N, h, L_k, M)`, each column a softmax over the `L_k` keys.
 pub fn attention_weights(q: &Tensor, k: &Tensor, heads: usize, scale: f64) -> Result<Tensor> {
+    weights(q, k, None, heads, scale)
+}
+
+/// [`attention_weights`] with a bias per head and key, `bias (N, h, L_k)`, added to the
+/// logits before the scale: `softmax_l(s · (kᵀq + bias_l))`. What a query conv's bias
+/// becomes when the conv is moved onto the keys ([`crate::Conv1x1::transposed`]).
+pub fn attention_weights_with_key_bias(
+    q: &Tensor,
+    k: &Tensor,
+    bias: &Tensor,
+    heads: usize,
+    scale: f64,
+) -> Result<Tensor> {
+    weights(q, k, Some(bias), heads, scale)
+}
+
+fn weights(q: &Tensor, k: &Tensor, bias: Option<&Tensor>, heads: usize, scale: f64) -> Result<Tensor> {
     let (n, c, m) = q.dims3()?;
     let (kn, kc, lk) = k.dims3()?;
     if (kn, kc) != (n, c) || heads == 0 || c % heads != 0 {
@@ -26,22 +43,40 @@ pub fn attention_weights(q: &Tensor, k: &Tensor, heads: usize, scale: f64) -> Re
             k.shape()
         );
     }
+    if let Some(b) = bias {
+        if b.dims() != [n, heads, lk] {
+            bail!(
+                "attention_weights: the key bias {:?} must be (N, heads, L_k) = ({n}, {heads}, {lk})",
+                b.shape()
+            );
+        }
+    }
     let d = c / heads;
     if cpu_kernels(q) && scale > 0.0 && scale.is_finite() {
-        let shape = Heads {
-            b: n * heads,
-            heads,
-            d,
-            lk,
-            m,
+        let op = WeightsCpu {
+            shape: Heads {
+                b: n * heads,
+                heads,
+                d,
+                lk,
+                m,
+            },
+            scale,
         };
-        return q
-            .contiguous()?
-            .apply_op2(&k.contiguous()?, WeightsCpu { shape, scale });
+        let (q, k) = (q.contiguous()?, k.contiguous()?);
+        return match bias {
+            Some(b) => q.apply_op3(&k, &b.contiguous()?, op),
+            None => q.apply_op2(&k, op),
+        };
     }
     let q = q.reshape((n, heads, d, m))?;
     let k = k.reshape((n, heads, d, lk))?;
-    crate::scaled_softmax(&k.transpose(2, 3)?.matmul(&q)?, scale, 2)
+    let logits = k.transpose(2, 3)?.matmul(&q)?;
+    let logits = match bias {
+        Some(b) => logits.broadcast_add(&b.unsqueeze(3)?)?,
+        None => logits,
+    };
+    crate::scaled_softmax(&logits, scale, 2)
 }
 
 /// `v (N, h·dv, L_k)` pooled by the weights `p (N, h, L_k, M)` of [`attention_weights`], head by
@@ -88,6 +123,7 @@ mod tests {
     fn composite(
         q: &Tensor,
         k: &Tensor,
+        bias: Option<&Tensor>,
         v: &Tensor,
         heads: usize,
         scale: f64,
@@ -95,7 +131,11 @@ mod tests {
         let ((n, c, m), lk) = (q.dims3()?, k.dim(2)?);
         let q4 = q.reshape((n, heads, c / heads, m))?;
         let k4 = k.reshape((n, heads, c / heads, lk))?;
-        let logits = (k4.transpose(2, 3)?.matmul(&q4)? * scale)?;
+        let mut logits = k4.transpose(2, 3)?.matmul(&q4)?;
+        if let Some(b) = bias {
+            logits = logits.broadcast_add(&b.unsqueeze(3)?)?;
+        }
+        let logits = (logits * scale)?;
         let shift = logits.max_keepdim(2)?.detach();
         let e = logits.broadcast_sub(&shift)?.exp()?;
         let p = e.broadcast_div(&e.sum_keepdim(2)?)?;
@@ -107,10 +147,11 @@ mod tests {
         Ok((p, out))
     }
 
-    /// Values and gradients of q, k and v against the composite form, in f64 and f32, on the
-    /// VT stages' shapes (the transformer's 16 × 16, the projector's pixels as queries, the
-    /// tokenizer's pixels as keys) and on odd sizes that leave lane remainders, under 1, 2
-    /// and 4 threads; both outputs feed the loss, as the tokenizer's weights do.
+    /// Values and gradients of q, k, v (and the key bias, when there is one) against the
+    /// composite form, in f64 and f32, on the VT stages' shapes (the transformer's 16 × 16,
+    /// the projector's pixels as queries, the tokenizer's pixels as keys) and on odd sizes that
+    /// leave lane remainders, under 1, 2 and 4 threads; both outputs feed the loss, as the
+    /// tokenizer's weights do.
     #[test]
     fn kernels_match_the_composite_form() -> Result<()> {
         let dev = Device::Cpu;
@@ -130,10 +171,15 @@ mod tests {
             };
             let (qs, ks, vs) = ((n, h * d, m), (n, h * d, lk), (n, h * dv, lk));
             let (q, k, v) = (data(qs, 2.0), data(ks, 2.0), data(vs, 1.0));
+            let bs = (n, h, lk);
+            let b = data(bs, 3.0);
             let wp = data((n, h * lk, m), 1.0);
             let wo = data((n, h * dv, m), 1.0);
             let scale = 1.0 / (d as f64).sqrt();
-            for dtype in [DType::F64, DType::F32] {
+            for (dtype, biased) in [DType::F64, DType::F32]
+                .into_iter()
+                .flat_map(|t| [(t, false), (t, true)])
+            {
                 let run = |threads: usize, ours: bool| -> Result<Vec<Tensor>> {
                     let pool = rayon::ThreadPoolBuilder::new()
                         .num_threads(threads)
@@ -144,13 +190,18 @@ mod tests {
                             Var::from_tensor(&Tensor::from_slice(x, s, &dev)?.to_dtype(dtype)?)
                         };
                         let (q, k, v) = (var(&q, qs)?, var(&k, ks)?, var(&v, vs)?);
+                        let b = var(&b, bs)?;
+                        let bias = biased.then_some(b.as_tensor());
                         let (p, out) = match ours {
                             true => {
-                                let p = attention_weights(&q, &k, h, scale)?;
+                                let p = match bias {
+                                    Some(b) => attention_weights_with_key_bias(&q, &k, b, h, scale)?,
+                                    None => attention_weights(&q, &k, h, scale)?,
+                                };
                                 let out = attend(&v, &p)?;
                                 (p, out)
                             }
-                            false => composite(&q, &k, &v, h, scale)?,
+                            false => composite(&q, &k, bias, &v, h, scale)?,
                         };
                         let weight = |x: &[f32], s: Tensor| -> Result<Tensor> {
                             Tensor::from_slice(x, s.shape(), &dev)?
@@ -164,6 +215,9 @@ mod tests {
                         for x in [&q, &k, &v] {
                             r.push(g.get(x).expect("a gradient").clone());
                         }
+                        if biased {
+                            r.push(g.get(&b).expect("a bias gradient").clone());
+                        }
                         Ok(r)
                     })
                 };
@@ -174,7 +228,8 @@ mod tests {
                 };
                 for threads in [1, 2, 4] {
                     let got = run(threads, true)?;
-                    for (what, a, b) in ["P", "out", "dq", "dk", "dv"]
+                    assert_eq!(got.len(), want.len());
+                    for (what, a, b) in ["P", "out", "dq", "dk", "dv", "dbias"]
                         .iter()
                         .zip(&got)
                         .zip(&want)
@@ -194,7 +249,7 @@ mod tests {
                             .to_scalar::<f64>()?;
                         assert!(
                             diff <= tol * scale,
-                            "row {i} {dtype:?} {threads} threads {what}: {diff} (scale {scale})"
+                            "row {i} {dtype:?} bias {biased} {threads} threads {what}: {diff} (scale {scale})"
                         );
                     }
                 }
@@ -216,6 +271,14 @@ mod tests {
                 .reshape(p.shape())?
                 .cos()?;
             (out * w)?.sum_all()? + (p * wp)?.sum_all()?
+        })?;
+        // with a key bias: its gradient too
+        check_gradient(&[(2, 4, 5), (2, 4, 3), (2, 2, 3)], DType::F64, |xs| {
+            let p = attention_weights_with_key_bias(&xs[0], &xs[1], &xs[2], 2, 0.7)?;
+            let wp = Tensor::arange(0f64, p.elem_count() as f64, xs[0].device())?
+                .reshape(p.shape())?
+                .cos()?;
+            (p * wp)?.sum_all()
         })
     }
 
@@ -234,6 +297,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("[2, 6, 4]") && e.contains("[2, 2, 3, 5]"), "{e}");
+        let k = Tensor::zeros((2, 8, 3), DType::F32, &dev)?;
+        let bias = Tensor::zeros((2, 2, 5), DType::F32, &dev)?;
+        let e = attention_weights_with_key_bias(&q, &k, &bias, 2, 1.0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[2, 2, 5]") && e.contains("(2, 2, 3)"), "{e}");
         Ok(())
     }
 }

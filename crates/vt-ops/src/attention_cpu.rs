@@ -12,7 +12,7 @@
 use crate::gemm::{small_gemm, wide_lanes, Strided};
 use crate::softmax_cpu::Real;
 use candle_core::op::BackpropOp;
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 /// Multiply-adds (or exps) below which one more parallel task costs more than it saves.
@@ -51,8 +51,8 @@ fn transpose<T: Copy>(x: &[T], cols: usize, out: &mut [T]) {
     }
 }
 
-/// `P = softmax over keys of s · kᵀq`, per head: `(N, h, lk, m)` from `q (N, h·d, m)` and
-/// `k (N, h·d, lk)`.
+/// `P = softmax over keys of s · (kᵀq + β)`, per head: `(N, h, lk, m)` from `q (N, h·d, m)`,
+/// `k (N, h·d, lk)` and, as a [`CustomOp3`], a bias per key `β (N, h, lk)`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct WeightsCpu {
     pub shape: Heads,
@@ -60,7 +60,7 @@ pub(crate) struct WeightsCpu {
 }
 
 impl WeightsCpu {
-    fn forward<T: Real>(&self, q: &[T], k: &[T]) -> Vec<T> {
+    fn forward<T: Real>(&self, q: &[T], k: &[T], bias: Option<&[T]>) -> Vec<T> {
         let Heads { b, d, lk, m, .. } = self.shape;
         // every head's rows are written below
         let mut p = crate::output_vec(b * lk * m);
@@ -68,30 +68,41 @@ impl WeightsCpu {
         let wide = wide_lanes();
         p.par_chunks_mut(bt * lk * m)
             .zip(q.par_chunks(bt * d * m).zip(k.par_chunks(bt * d * lk)))
-            .for_each(|(p, (q, k))| match wide {
-                // SAFETY: `wide_lanes` checked that this CPU has AVX2 and FMA
-                #[cfg(target_arch = "x86_64")]
-                true => unsafe { self.forward_task_avx2(p, q, k) },
-                _ => self.forward_task::<T, false>(p, q, k),
+            .enumerate()
+            .for_each(|(i, (p, (q, k)))| {
+                let bias = bias.map(|b| &b[i * bt * lk..]);
+                match wide {
+                    // SAFETY: `wide_lanes` checked that this CPU has AVX2 and FMA
+                    #[cfg(target_arch = "x86_64")]
+                    true => unsafe { self.forward_task_avx2(p, q, k, bias) },
+                    _ => self.forward_task::<T, false>(p, q, k, bias),
+                }
             });
         p
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn forward_task_avx2<T: Real>(&self, p: &mut [T], q: &[T], k: &[T]) {
-        self.forward_task::<T, true>(p, q, k)
+    unsafe fn forward_task_avx2<T: Real>(&self, p: &mut [T], q: &[T], k: &[T], bias: Option<&[T]>) {
+        self.forward_task::<T, true>(p, q, k, bias)
     }
 
     #[inline(always)]
-    fn forward_task<T: Real, const FMA: bool>(&self, p: &mut [T], q: &[T], k: &[T]) {
+    fn forward_task<T: Real, const FMA: bool>(
+        &self,
+        p: &mut [T],
+        q: &[T],
+        k: &[T],
+        bias: Option<&[T]>,
+    ) {
         let Heads { d, lk, m, .. } = self.shape;
         let scale = T::from_f64(self.scale);
         let (mut max, mut sum) = (vec![T::zero(); m], vec![T::zero(); m]);
-        for ((p, q), k) in p
+        for (h, ((p, q), k)) in p
             .chunks_mut(lk * m)
             .zip(q.chunks(d * m))
             .zip(k.chunks(d * lk))
+            .enumerate()
         {
             // logits kᵀq: A[l, d] = k[d, l]
             let kt = Strided {
@@ -100,6 +111,11 @@ impl WeightsCpu {
                 cs: lk,
             };
             small_gemm(p, m, kt, q, d);
+            if let Some(bias) = bias {
+                for (row, &b) in p.chunks_mut(m).zip(&bias[h * lk..][..lk]) {
+                    row.iter_mut().for_each(|o| *o += b);
+                }
+            }
             // softmax over the rows of each column, as `SoftmaxCpu` does along a middle axis:
             // exp(s·(x − max x)), then times 1 / Σ
             max.copy_from_slice(&p[..m]);
@@ -127,47 +143,61 @@ impl WeightsCpu {
         }
     }
 
-    /// `[dq | dk]` from `q`, `k`, `P` and `dP`.
-    fn backward<T: Real>(&self, q: &[T], k: &[T], p: &[T], dp: &[T]) -> Vec<T> {
+    /// `[dq | dk]`, and `dβ` after them when `bias`, from `q`, `k`, `P` and `dP`.
+    fn backward<T: Real>(&self, q: &[T], k: &[T], p: &[T], dp: &[T], bias: bool) -> Vec<T> {
         let Heads { b, d, lk, m, .. } = self.shape;
-        // dq's rows and dk's dots are all written below
-        let mut grads = crate::output_vec(b * d * (m + lk));
-        let (dq, dk) = grads.split_at_mut(b * d * m);
+        let db_len = if bias { b * lk } else { 0 };
+        // dq's rows, dk's dots and dβ's sums are all written below
+        let mut grads = crate::output_vec(b * d * (m + lk) + db_len);
+        let (dq, rest) = grads.split_at_mut(b * d * m);
+        let (dk, db) = rest.split_at_mut(b * d * lk);
         let bt = self.shape.per_task();
         let (pm, dm, dl) = (bt * lk * m, bt * d * m, bt * d * lk);
         let wide = wide_lanes();
-        dq.par_chunks_mut(dm)
+        let run = |(((dq, dk), (q, k)), (p, dp)), db: Option<&mut [T]>| match wide {
+            // SAFETY: `wide_lanes` checked that this CPU has AVX2 and FMA
+            #[cfg(target_arch = "x86_64")]
+            true => unsafe { self.backward_task_avx2(dq, dk, db, q, k, p, dp) },
+            _ => self.backward_task(dq, dk, db, q, k, p, dp),
+        };
+        let tasks = dq
+            .par_chunks_mut(dm)
             .zip(dk.par_chunks_mut(dl))
             .zip(q.par_chunks(dm).zip(k.par_chunks(dl)))
-            .zip(p.par_chunks(pm).zip(dp.par_chunks(pm)))
-            .for_each(|(((dq, dk), (q, k)), (p, dp))| match wide {
-                // SAFETY: `wide_lanes` checked that this CPU has AVX2 and FMA
-                #[cfg(target_arch = "x86_64")]
-                true => unsafe { self.backward_task_avx2(dq, dk, q, k, p, dp) },
-                _ => self.backward_task(dq, dk, q, k, p, dp),
-            });
+            .zip(p.par_chunks(pm).zip(dp.par_chunks(pm)));
+        match bias {
+            true => tasks
+                .zip(db.par_chunks_mut(bt * lk))
+                .for_each(|(t, db)| run(t, Some(db))),
+            false => tasks.for_each(|t| run(t, None)),
+        }
         grads
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn backward_task_avx2<T: Real>(
         &self,
         dq: &mut [T],
         dk: &mut [T],
+        db: Option<&mut [T]>,
         q: &[T],
         k: &[T],
         p: &[T],
         dp: &[T],
     ) {
-        self.backward_task(dq, dk, q, k, p, dp)
+        self.backward_task(dq, dk, db, q, k, p, dp)
     }
 
+    /// The heads of one task; `db`, when the logits had a bias, gets `dβ[l] = Σ_m dS[l, m]`.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn backward_task<T: Real>(
         &self,
         dq: &mut [T],
         dk: &mut [T],
+        mut db: Option<&mut [T]>,
         q: &[T],
         k: &[T],
         p: &[T],
@@ -183,7 +213,7 @@ impl WeightsCpu {
             .zip(dk.chunks_mut(d * lk))
             .zip(q.chunks(d * m).zip(k.chunks(d * lk)))
             .zip(p.chunks(lk * m).zip(dp.chunks(lk * m)));
-        for (((dq, dk), (q, k)), (p, dp)) in heads {
+        for (h, (((dq, dk), (q, k)), (p, dp))) in heads.enumerate() {
             // the softmax's backward, as `SoftmaxBackward`: s·y·(dy − Σ y·dy)
             dot.fill(T::zero());
             for (pr, dr) in p.chunks(m).zip(dp.chunks(m)) {
@@ -194,6 +224,11 @@ impl WeightsCpu {
             for (o, (pr, dr)) in ds.chunks_mut(m).zip(p.chunks(m).zip(dp.chunks(m))) {
                 for (((o, &y), &g), &s) in o.iter_mut().zip(pr).zip(dr).zip(&dot) {
                     *o = y * (g - s) * scale;
+                }
+            }
+            if let Some(db) = db.as_deref_mut() {
+                for (b, row) in db[h * lk..][..lk].iter_mut().zip(ds.chunks(m)) {
+                    *b = row.iter().fold(T::zero(), |a, &x| a + x);
                 }
             }
             // dq = k·dS; dk = q·dSᵀ on dS transposed (a dot product per element of dk would
@@ -238,7 +273,7 @@ impl CustomOp2 for WeightsCpu {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let what = "attention_weights";
-        let p = crate::float_kernel!(what, [(s1, l1, "q") => q, (s2, l2, "k") => k], self.forward(q, k));
+        let p = crate::float_kernel!(what, [(s1, l1, "q") => q, (s2, l2, "k") => k], self.forward(q, k, None));
         Ok((p, self.shape.p_shape()))
     }
 
@@ -253,10 +288,52 @@ impl CustomOp2 for WeightsCpu {
         let grads = with_cpu_data!(
             "attention_weights backward",
             [q, k, p, &dp],
-            |q, k, p, dp| self.backward(q, k, p, dp)
+            |q, k, p, dp| self.backward(q, k, p, dp, false)
         );
-        let split = self.shape.b * self.shape.d * self.shape.m;
-        split_grads(grads, split, q, k)
+        let mut g = grad_views(grads, &[q, k])?;
+        Ok((g.next(), g.next()))
+    }
+}
+
+impl CustomOp3 for WeightsCpu {
+    fn name(&self) -> &'static str {
+        "vt-attention-weights-biased"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let what = "attention_weights_with_key_bias";
+        let p = crate::float_kernel!(
+            what,
+            [(s1, l1, "q") => q, (s2, l2, "k") => k, (s3, l3, "bias") => b],
+            self.forward(q, k, Some(b))
+        );
+        Ok((p, self.shape.p_shape()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        bias: &Tensor,
+        p: &Tensor,
+        dp: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dp = dp.contiguous()?;
+        let grads = with_cpu_data!(
+            "attention_weights_with_key_bias backward",
+            [q, k, p, &dp],
+            |q, k, p, dp| self.backward(q, k, p, dp, true)
+        );
+        let mut g = grad_views(grads, &[q, k, bias])?;
+        Ok((g.next(), g.next(), g.next()))
     }
 }
 
@@ -386,24 +463,23 @@ impl CustomOp2 for AttendCpu {
         let grads = with_cpu_data!("attend backward", [v, p, &dout], |v, p, dout| {
             self.backward(v, p, dout)
         });
-        let split = self.shape.b * self.shape.d * self.shape.lk;
-        split_grads(grads, split, v, p)
+        let mut g = grad_views(grads, &[v, p])?;
+        Ok((g.next(), g.next()))
     }
 }
 
-/// The two gradients of a backward that wrote them into one buffer, `a`'s first `split`
-/// elements then `b`'s: views shaped like `a` and `b`, no copy.
-fn split_grads(
-    grads: Storage,
-    split: usize,
-    a: &Tensor,
-    b: &Tensor,
-) -> Result<(Option<Tensor>, Option<Tensor>)> {
-    let flat = Tensor::from_storage(grads, (split + b.elem_count(),), BackpropOp::none(), false);
-    Ok((
-        Some(flat.narrow(0, 0, split)?.reshape(a.shape())?),
-        Some(flat.narrow(0, split, b.elem_count())?.reshape(b.shape())?),
-    ))
+/// The gradients of a backward that wrote them into one buffer, one after the other in the
+/// operands' order: views shaped like the operands, no copy.
+fn grad_views(grads: Storage, operands: &[&Tensor]) -> Result<std::vec::IntoIter<Tensor>> {
+    let len = operands.iter().map(|t| t.elem_count()).sum::<usize>();
+    let flat = Tensor::from_storage(grads, (len,), BackpropOp::none(), false);
+    let mut start = 0;
+    let mut views = Vec::with_capacity(operands.len());
+    for t in operands {
+        views.push(flat.narrow(0, start, t.elem_count())?.reshape(t.shape())?);
+        start += t.elem_count();
+    }
+    Ok(views.into_iter())
 }
 
 /// Runs a kernel on the f32 or f64 data of contiguous CPU tensors of one dtype, for backward

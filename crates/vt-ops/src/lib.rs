@@ -51,7 +51,7 @@ mod softmax_cpu;
 pub mod stochastic;
 pub mod store;
 
-pub use attention::{attend, attention_weights};
+pub use attention::{attend, attention_weights, attention_weights_with_key_bias};
 pub use collective::{Group, ProcessGroup, SingleProcess};
 pub use cost::{Cost, CostBreakdown};
 pub use group_norm::GroupNorm;

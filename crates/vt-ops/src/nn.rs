@@ -176,46 +176,84 @@ impl Conv1x1 {
 
 impl Module for Conv1x1 {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (n, c, p) = x.dims3()?;
-        if c != self.cin {
+        let c = x.dim(1)?;
+        if x.rank() != 3 || c != self.cin {
             bail!(
-                "conv1x1 expects {} input channels, got shape {:?}",
+                "conv1x1 expects (N, {}, P), got shape {:?}",
                 self.cin,
                 x.shape()
             );
         }
-        let g = self.groups;
-        let (ig, og) = (self.cin / g, self.cout / g);
-        // On the CPU: vt's convolution op on (N, C, P, 1), which tiles samples into GEMMs of
-        // ≥ 256 columns and differentiates without the transposed copies below (1.5-3.7x
-        // faster forward + backward on the VT module's shapes).
-        let y = if crate::cpu_kernels(x.device()) {
-            let w = self.weight.unsqueeze(3)?;
-            crate::conv::conv2d(&x.unsqueeze(3)?, &w, 1, 0, 1, g)?.squeeze(3)?
-        } else if g == 1 {
-            // One GEMM per group over all samples and positions: (N·P, I/g) · (I/g, O/g).
-            // Small per-sample matmuls (N of them, e.g. 64 × 16 tokens) would spend their time
-            // in thread synchronisation, forward and backward.
-            let xt = x.transpose(1, 2)?.contiguous()?.reshape((n * p, c))?;
-            xt.matmul(&self.weight.squeeze(2)?.t()?)?
-                .reshape((n, p, self.cout))?
-                .transpose(1, 2)?
-        } else {
-            let xg = x
-                .reshape((n, g, ig, p))?
-                .permute((1, 0, 3, 2))?
-                .contiguous()?
-                .reshape((g, n * p, ig))?;
-            let w = self.weight.reshape((g, og, ig))?.transpose(1, 2)?;
-            let y = xg.matmul(&w)?.reshape((g, n, p, og))?;
-            y.permute((1, 0, 3, 2))?
-                .contiguous()?
-                .reshape((n, self.cout, p))?
-        };
-        match &self.bias {
-            Some(b) => crate::bias::add_channel_bias(&y, b),
-            None => Ok(y),
+        conv1x1(x, &self.weight, self.bias.as_ref(), self.groups)
+    }
+}
+
+impl Conv1x1 {
+    pub fn groups(&self) -> usize {
+        self.groups
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// `Wᵀ y` for a square conv (`C → C`), bias left out: `(W x)ᵀ y = xᵀ (Wᵀ y)`, so a product
+    /// of this conv's output on many positions with a few vectors `y` can run the conv on
+    /// the few instead. Group `j`'s block transposed is a conv of the same groups.
+    pub fn transposed(&self, y: &Tensor) -> Result<Tensor> {
+        let c = y.dim(1)?;
+        if self.cin != self.cout || y.rank() != 3 || c != self.cout {
+            bail!(
+                "conv1x1 transposed: needs a square conv and (N, {}, P), have {} -> {} and {:?}",
+                self.cout,
+                self.cin,
+                self.cout,
+                y.shape()
+            );
         }
+        let (g, i) = (self.groups, self.cin / self.groups);
+        let wt = self
+            .weight
+            .reshape((g, i, i))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((self.cin, i, 1))?;
+        conv1x1(y, &wt, None, g)
+    }
+}
+
+/// `y = W x + b` on `(N, C_in, P)` with `weight (C_out, C_in / groups, 1)`.
+fn conv1x1(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, g: usize) -> Result<Tensor> {
+    let (n, c, p) = x.dims3()?;
+    let (cout, ig) = (weight.dim(0)?, c / g);
+    let og = cout / g;
+    // On the CPU: vt's convolution op on (N, C, P, 1), which tiles samples into GEMMs of
+    // ≥ 256 columns and differentiates without the transposed copies below (1.5-3.7x
+    // faster forward + backward on the VT module's shapes).
+    let y = if crate::cpu_kernels(x.device()) {
+        let w = weight.unsqueeze(3)?;
+        crate::conv::conv2d(&x.unsqueeze(3)?, &w, 1, 0, 1, g)?.squeeze(3)?
+    } else if g == 1 {
+        // One GEMM per group over all samples and positions: (N·P, I/g) · (I/g, O/g).
+        // Small per-sample matmuls (N of them, e.g. 64 × 16 tokens) would spend their time
+        // in thread synchronisation, forward and backward.
+        let xt = x.transpose(1, 2)?.contiguous()?.reshape((n * p, c))?;
+        xt.matmul(&weight.squeeze(2)?.t()?)?
+            .reshape((n, p, cout))?
+            .transpose(1, 2)?
+    } else {
+        let xg = x
+            .reshape((n, g, ig, p))?
+            .permute((1, 0, 3, 2))?
+            .contiguous()?
+            .reshape((g, n * p, ig))?;
+        let w = weight.reshape((g, og, ig))?.transpose(1, 2)?;
+        let y = xg.matmul(&w)?.reshape((g, n, p, og))?;
+        y.permute((1, 0, 3, 2))?.contiguous()?.reshape((n, cout, p))?
+    };
+    match bias {
+        Some(b) => crate::bias::add_channel_bias(&y, b),
+        None => Ok(y),
     }
 }
 
@@ -410,7 +448,7 @@ impl ModuleT for BatchNorm {
 mod tests {
     use super::*;
     use crate::store::VarStore;
-    use candle_core::{DType, Device};
+    use candle_core::{DType, Device, Var};
 
     #[test]
     fn grouped_conv1x1_equals_conv1d() -> Result<()> {
@@ -426,6 +464,49 @@ mod tests {
             .broadcast_add(&b.reshape((1, 12, 1))?)?;
         assert!((y - want)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
         assert_eq!(conv.cost(5), Cost::new(12 * 2 * 5, 12 * 2 + 12));
+        Ok(())
+    }
+
+    /// `(W x)ᵀ y = xᵀ (Wᵀ y)` per sample, groups 1, 2 and 8, with the gradients of `x`, `y`
+    /// and `W` (the transposed conv's weight is a view of the conv's); a non-square conv is
+    /// an error naming both channel counts.
+    #[test]
+    fn transposed_conv1x1_is_the_adjoint_with_gradients() -> Result<()> {
+        let dev = Device::Cpu;
+        for (i, groups) in [1, 2, 8].into_iter().enumerate() {
+            let rng = |s| crate::Rng::new(s + 10 * i as u64);
+            let x = Var::from_tensor(&rng(1).normal_tensor((3, 8, 7), &dev)?.to_dtype(DType::F64)?)?;
+            let y = Var::from_tensor(&rng(2).normal_tensor((3, 8, 4), &dev)?.to_dtype(DType::F64)?)?;
+            let run = |moved: bool| -> Result<Vec<Tensor>> {
+                let store = VarStore::seeded(3 + i as u64, DType::F64, &dev);
+                let conv = Conv1x1::new(8, 8, groups, false, store.var_builder())?;
+                let prod = match moved {
+                    false => conv.forward(&x)?.transpose(1, 2)?.matmul(&y)?,
+                    true => x.transpose(1, 2)?.matmul(&conv.transposed(&y)?)?,
+                };
+                let w = Tensor::arange(0f64, prod.elem_count() as f64, &dev)?
+                    .reshape(prod.shape())?
+                    .sin()?;
+                let g = (&prod * w)?.sum_all()?.backward()?;
+                let weight = store.vars()["weight"].as_tensor().clone();
+                let grad = |t: &Tensor| g.get(t).expect("a gradient").clone();
+                Ok(vec![prod, grad(&x), grad(&y), grad(&weight)])
+            };
+            for (what, (a, b)) in ["product", "dx", "dy", "dW"]
+                .iter()
+                .zip(run(true)?.iter().zip(&run(false)?))
+            {
+                let d = (a - b)?.abs()?.max_all()?.to_scalar::<f64>()?;
+                assert!(d < 1e-12, "groups {groups} {what}: {d}");
+            }
+        }
+        let store = VarStore::seeded(0, DType::F32, &dev);
+        let conv = Conv1x1::new(8, 4, 2, false, store.var_builder())?;
+        let e = conv
+            .transposed(&Tensor::zeros((1, 4, 2), DType::F32, &dev)?)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("8 -> 4"), "{e}");
         Ok(())
     }
 
