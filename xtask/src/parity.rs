@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use candle_core::DType;
 use std::path::PathBuf;
-use vt_backbones::fixture::run_fixture_as;
+use vt_backbones::fixture::{fixture_dtype, run_fixture_as};
 
 /// Build the module a fixture file describes (`__metadata__.vt_fixture`), run it, and compare
 /// outputs, gradients and BN statistics with the stored reference values. Exits non-zero if
@@ -19,8 +19,9 @@ pub struct Args {
     /// Print every compared tensor, not only the worst per file.
     #[arg(long)]
     verbose: bool,
-    /// Run the module in float64 (checks the maths without float32 rounding; the train-mode
-    /// VT-FPN fixture needs it, see crates/vt-backbones/tests/parity.rs).
+    /// Run every module in float64 (checks the maths without float32 rounding). Without it the
+    /// fixtures float32 cannot resolve (`vt_backbones::fixture::FLOAT32_UNRESOLVED`: the
+    /// train-mode VT-FPN and tiny VT-ResNet) run in float64 and the rest in float32.
     #[arg(long)]
     f64: bool,
 }
@@ -29,7 +30,7 @@ pub fn run(args: Args) -> Result<()> {
     let device = crate::device(&args.device)?;
     let mut failed = 0;
     for f in &args.fixture {
-        let dtype = if args.f64 { DType::F64 } else { DType::F32 };
+        let dtype = if args.f64 { DType::F64 } else { fixture_dtype(f) };
         let report = run_fixture_as(f, &device, dtype)?;
         println!(
             "{} ({}, {} mode, {} on {}, {dtype:?})",

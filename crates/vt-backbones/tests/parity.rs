@@ -1,19 +1,10 @@
 //! Every committed fixture of the PyTorch reference: outputs, input gradients, parameter
 //! gradients and updated BN statistics within the fixtures README's tolerances.
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use std::path::PathBuf;
-use vt_backbones::fixture::run_fixture_as;
+use vt_backbones::fixture::{fixture_dtype, run_fixture_as};
 
-/// Fixtures checked in float64 instead of float32, with the reason.
-///
-/// VT-FPN in train mode: its gradients in float32 deviate from the reference by up to 2.5e-3
-/// of their scale with vt's kernels (and by other amounts with candle's: the result depends on
-/// the summation order), while PyTorch's own float32 run deviates by 4e-6; in float64 every
-/// tensor matches to 4e-8, so the maths is the reference's and float32 cannot resolve this
-/// fixture's gradients (batch statistics over 16 values per channel at the 2x2 C5, feeding
-/// the softmaxes of the VT modules).
-const F64_ONLY: &[&str] = &["semantic_vt_fpn_tiny_train.safetensors"];
 
 /// Runs every `.safetensors` file in `tests/<folder>` (expecting `count` of them) and fails
 /// with every tensor outside its tolerance.
@@ -36,10 +27,7 @@ fn check_folder(folder: &str, count: usize) {
     let mut failures = vec![];
     for f in &files {
         let name = f.file_name().unwrap().to_string_lossy();
-        let dtype = match F64_ONLY.contains(&name.as_ref()) {
-            true => DType::F64,
-            false => DType::F32,
-        };
+        let dtype = fixture_dtype(f);
         let report = run_fixture_as(f, &Device::Cpu, dtype)
             .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         assert!(

@@ -77,10 +77,15 @@ impl PositionEncoder {
         let (n, hc, _, lq) = coef.dims4()?;
         // token l's map is coef[.., l]: the convs read the L maps interleaved, as they lie
         let m = coef.reshape((n, hc, hw.0, hw.1, lq))?;
-        let (first, rest) = self
-            .downsample
-            .split_first()
-            .expect("the 1×1 conv is always last");
+        // the 1×1 conv follows the last 3×3 with no activation between: one conv does both
+        // (a h_c-th of that conv's MACs, no h_c-channel intermediate)
+        let mut convs = self.downsample.clone();
+        if let [.., last, pointwise] = &convs[..] {
+            let fused = last.then_pointwise(pointwise)?;
+            convs.truncate(convs.len() - 2);
+            convs.push(fused);
+        }
+        let (first, rest) = convs.split_first().expect("the 1×1 conv is always last");
         // the resize goes into the first conv, folded where the size is its stride's multiple
         let mut m = first.forward_resized_interleaved(&m, (self.size, self.size))?;
         for conv in rest {

@@ -113,6 +113,45 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// The one convolution equal to this one followed by `next`, a 1×1 convolution with no
+    /// activation between: weight `W₂·W₁`, bias `W₂·b₁ + b₂`. One pass over the input and no
+    /// intermediate map (for `C → C → 1` channels, a `C`-th of the MACs).
+    pub fn then_pointwise(&self, next: &Conv2d) -> Result<Conv2d> {
+        let (o2, o1, kh, kw) = next.weight.dims4()?;
+        let (o, c, k1, k2) = self.weight.dims4()?;
+        let n = &next.cfg;
+        if (kh, kw) != (1, 1) || o1 != o || n.stride != 1 || n.padding != 0 || n.groups != 1
+            || self.cfg.groups != 1
+        {
+            bail!(
+                "then_pointwise: needs an ungrouped conv ({:?}) then a 1×1, stride 1, unpadded, ungrouped conv of its {o} channels ({:?})",
+                self.weight.shape(),
+                next.weight.shape()
+            );
+        }
+        let w2 = next.weight.reshape((o2, o1))?;
+        let weight = w2
+            .matmul(&self.weight.reshape((o, c * k1 * k2))?)?
+            .reshape((o2, c, k1, k2))?;
+        let bias = match (&self.bias, &next.bias) {
+            (None, b2) => b2.clone(),
+            (Some(b1), b2) => {
+                let b = w2.matmul(&b1.reshape((o1, 1))?)?.reshape(o2)?;
+                Some(match b2 {
+                    Some(b2) => (b + b2)?,
+                    None => b,
+                })
+            }
+        };
+        Ok(Conv2d {
+            weight,
+            bias,
+            cfg: self.cfg,
+        })
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let c = &self.cfg;
@@ -507,6 +546,55 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("8 -> 4"), "{e}");
+        Ok(())
+    }
+
+    /// `next(conv(x)) = conv.then_pointwise(next)(x)`, values and the gradients of `x` and of
+    /// both convs' weights and biases, with and without biases; a 3×3 `next` is an error.
+    #[test]
+    fn conv_then_pointwise_is_one_conv_with_gradients() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&crate::Rng::new(5).normal_tensor((2, 4, 9, 9), &dev)?.to_dtype(DType::F64)?)?;
+        for bias in [true, false] {
+            let run = |fused: bool| -> Result<Vec<Tensor>> {
+                let store = VarStore::seeded(6, DType::F64, &dev);
+                let vb = store.var_builder();
+                let cfg = |stride, padding| Conv2dConfig {
+                    stride,
+                    padding,
+                    bias,
+                    ..Default::default()
+                };
+                let conv = Conv2d::new(4, 4, 3, cfg(2, 1), None, vb.pp("a"))?;
+                let next = Conv2d::new(4, 2, 1, cfg(1, 0), None, vb.pp("b"))?;
+                let y = match fused {
+                    true => conv.then_pointwise(&next)?.forward(&x)?,
+                    false => next.forward(&conv.forward(&x)?)?,
+                };
+                let w = Tensor::arange(0f64, y.elem_count() as f64, &dev)?
+                    .reshape(y.shape())?
+                    .cos()?;
+                let g = (&y * w)?.sum_all()?.backward()?;
+                let mut out = vec![y, g.get(&x).expect("dx").clone()];
+                let vars = store.vars();
+                let mut names: Vec<_> = vars.keys().collect();
+                names.sort();
+                for n in names {
+                    out.push(g.get(vars[n].as_tensor()).expect("a gradient").clone());
+                }
+                Ok(out)
+            };
+            let (a, b) = (run(true)?, run(false)?);
+            assert_eq!(a.len(), if bias { 6 } else { 4 });
+            for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+                let d = (a - b)?.abs()?.max_all()?.to_scalar::<f64>()?;
+                assert!(d < 1e-12, "bias {bias}, output {i}: {d}");
+            }
+        }
+        let store = VarStore::seeded(0, DType::F32, &dev);
+        let a = Conv2d::new(4, 4, 3, Conv2dConfig::default(), None, store.var_builder().pp("a"))?;
+        let e = a.then_pointwise(&a).unwrap_err().to_string();
+        assert!(e.contains("[4, 4, 3, 3]"), "{e}");
         Ok(())
     }
 
