@@ -23,7 +23,10 @@ impl Lateral {
     }
 
     pub fn forward_t(&self, xf: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward_t(&self.conv.forward(xf)?, train)
+        match train {
+            true => self.bn.forward_t(&self.conv.forward(xf)?, train),
+            false => self.conv.forward_folded(xf, &self.bn),
+        }
     }
 }
 

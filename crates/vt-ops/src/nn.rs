@@ -236,6 +236,18 @@ impl Conv1x1 {
         self.bias.as_ref()
     }
 
+    /// Inference with a following batch norm folded in, as [`Conv2d::forward_folded`]: one
+    /// pass over the positions instead of three.
+    pub fn forward_folded(&self, x: &Tensor, bn: &BatchNorm) -> Result<Tensor> {
+        let (scale, shift) = bn.eval_affine()?;
+        let shift = match &self.bias {
+            Some(b) => (shift + (b * &scale)?)?,
+            None => shift,
+        };
+        let w = self.weight.broadcast_mul(&scale.reshape(((), 1, 1))?)?;
+        conv1x1(x, &w, Some(&shift), self.groups)
+    }
+
     /// `Wᵀ y` for a square conv (`C → C`), bias left out: `(W x)ᵀ y = xᵀ (Wᵀ y)`, so a product
     /// of this conv's output on many positions with a few vectors `y` can run the conv on
     /// the few instead. Group `j`'s block transposed is a conv of the same groups.
@@ -624,7 +636,22 @@ mod tests {
         bn.forward_t(&conv.forward(&x)?, true)?; // non-trivial running statistics
         let a = conv.forward_folded(&x, &bn)?;
         let b = bn.forward_t(&conv.forward(&x)?, false)?;
-        assert!((&a - &b)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
+        assert_same_with_gradients(&store, &a, &b)?;
+        // the 1×1 conv of tokens or pixels, grouped, with a bias
+        let store = VarStore::seeded(5, DType::F32, &dev);
+        let vb = store.var_builder();
+        let conv = Conv1x1::new(6, 4, 2, true, vb.pp("c"))?;
+        let bn = BatchNorm::new(4, vb.pp("bn"))?;
+        let x = crate::Rng::new(3).normal_tensor((3, 6, 7), &dev)?;
+        bn.forward_t(&conv.forward(&x)?, true)?;
+        let a = conv.forward_folded(&x, &bn)?;
+        let b = bn.forward_t(&conv.forward(&x)?, false)?;
+        assert_same_with_gradients(&store, &a, &b)
+    }
+
+    /// `a` and `b` agree, and so do the gradients of every trained variable of `store`.
+    fn assert_same_with_gradients(store: &VarStore, a: &Tensor, b: &Tensor) -> Result<()> {
+        assert!((a - b)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
         let (ga, gb) = (a.sum_all()?.backward()?, b.sum_all()?.backward()?);
         for (name, v) in store.vars() {
             if name.contains("running") {
