@@ -9,7 +9,7 @@ use crate::position::PositionEncoder;
 use candle_core::{bail, DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use vt_ops::resize::bilinear_matrix;
-use vt_ops::{attend, attention_weights, scaled_softmax, softmax, Conv1x1, Cost};
+use vt_ops::{attend, attention_weights, softmax, Conv1x1, Cost};
 
 /// Shared tail: `T = token_conv([W_V pool(X, A) ; P(A)])`.
 #[derive(Clone, Debug)]
@@ -100,16 +100,22 @@ impl FilterTokenizer {
         })
     }
 
-    /// Token coefficients `(N, 1, HW, L)` of a flattened map `(N, C, HW)`.
+    /// Token coefficients `(N, 1, HW, L)` of a flattened map `(N, C, HW)`: per token a softmax
+    /// over the pixels of `s·(W_A x + b)`. `b_l` is the same for every pixel and cancels (its
+    /// gradient is zero), so this is one head of attention with the `L` filters as queries
+    /// and the pixels as keys: one op, no `(N, L, HW)` logits to transpose.
     pub fn coefficients(&self, xf: &Tensor) -> Result<Tensor> {
-        let logits = self.coef.forward(xf)?;
         let scale = match self.tail {
             Some(_) => 1.0 / (self.channels as f64).sqrt(),
             None => 1.0,
         };
-        scaled_softmax(&logits, scale, 2)?
-            .transpose(1, 2)?
-            .unsqueeze(1)
+        let (n, c, _) = xf.dims3()?;
+        let filters = self.coef.weight().squeeze(2)?.t()?; // (C, L)
+        let queries = filters
+            .unsqueeze(0)?
+            .broadcast_as((n, c, filters.dim(1)?))?
+            .contiguous()?;
+        attention_weights(&queries, xf, 1, scale)
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -368,8 +374,8 @@ impl ClusteringTokenizer {
         let (_, c, h, w) = x.dims4()?;
         let xf = x.flatten_from(2)?;
         let u = self.kmeans(&xf, h, w)?;
-        let logits = xf.transpose(1, 2)?.matmul(&u)?;
-        let coef = scaled_softmax(&logits, 1.0 / (c as f64).sqrt(), 1)?.unsqueeze(1)?;
+        // softmax over the pixels of xᵀu: the centroids as queries, as the filter tokenizer's
+        let coef = attention_weights(&u, &xf, 1, 1.0 / (c as f64).sqrt())?;
         Ok((self.tail.finish(&xf, &coef, (h, w))?, coef))
     }
 

@@ -236,6 +236,11 @@ impl Conv1x1 {
         self.bias.as_ref()
     }
 
+    /// `(C_out, C_in / groups, 1)`, as PyTorch's `Conv1d`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
     /// Inference with a following batch norm folded in, as [`Conv2d::forward_folded`]: one
     /// pass over the positions instead of three.
     pub fn forward_folded(&self, x: &Tensor, bn: &BatchNorm) -> Result<Tensor> {
