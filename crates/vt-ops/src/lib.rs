@@ -31,6 +31,7 @@ pub mod batch_norm;
 pub mod bias;
 pub mod collective;
 pub mod conv;
+mod conv1x1;
 pub mod cost;
 mod gemm;
 pub mod gradcheck;
