@@ -260,6 +260,27 @@ impl WeightsCpu {
     }
 }
 
+impl WeightsCpu {
+    /// The backward of either op: the gradients of `q`, `k` and, when there is one, `bias`.
+    fn grads(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        bias: Option<&Tensor>,
+        p: &Tensor,
+        dp: &Tensor,
+    ) -> Result<std::vec::IntoIter<Tensor>> {
+        let dp = dp.contiguous()?;
+        let grads = with_cpu_data!("attention_weights backward", [q, k, p, &dp], |q, k, p, dp| {
+            self.backward(q, k, p, dp, bias.is_some())
+        });
+        match bias {
+            Some(b) => grad_views(grads, &[q, k, b]),
+            None => grad_views(grads, &[q, k]),
+        }
+    }
+}
+
 impl CustomOp2 for WeightsCpu {
     fn name(&self) -> &'static str {
         "vt-attention-weights"
@@ -284,13 +305,7 @@ impl CustomOp2 for WeightsCpu {
         p: &Tensor,
         dp: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dp = dp.contiguous()?;
-        let grads = with_cpu_data!(
-            "attention_weights backward",
-            [q, k, p, &dp],
-            |q, k, p, dp| self.backward(q, k, p, dp, false)
-        );
-        let mut g = grad_views(grads, &[q, k])?;
+        let mut g = self.grads(q, k, None, p, dp)?;
         Ok((g.next(), g.next()))
     }
 }
@@ -326,13 +341,7 @@ impl CustomOp3 for WeightsCpu {
         p: &Tensor,
         dp: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dp = dp.contiguous()?;
-        let grads = with_cpu_data!(
-            "attention_weights_with_key_bias backward",
-            [q, k, p, &dp],
-            |q, k, p, dp| self.backward(q, k, p, dp, true)
-        );
-        let mut g = grad_views(grads, &[q, k, bias])?;
+        let mut g = self.grads(q, k, Some(bias), p, dp)?;
         Ok((g.next(), g.next(), g.next()))
     }
 }
