@@ -33,7 +33,10 @@ fn run() -> Result<()> {
             .with_in_channels(1)
             .with_classes(10)
     };
-    let (base_cfg, vt_cfg) = (small(ResNetConfig::resnet18()), small(presets::vt_resnet18()));
+    let (base_cfg, vt_cfg) = (
+        small(ResNetConfig::resnet18()),
+        small(presets::vt_resnet18()),
+    );
     let (base_store, vt_store) = (
         VarStore::seeded(0, DType::F32, &dev),
         VarStore::seeded(0, DType::F32, &dev),
@@ -110,6 +113,9 @@ fn time(name: &str, mut f: impl FnMut() -> Result<()>) -> Result<()> {
         ms.push(start.elapsed().as_secs_f64() * 1e3);
     }
     ms.sort_by(f64::total_cmp);
-    println!("{name:20} median {:8.2} ms   fastest {:8.2} ms", ms[7], ms[0]);
+    println!(
+        "{name:20} median {:8.2} ms   fastest {:8.2} ms",
+        ms[7], ms[0]
+    );
     Ok(())
 }

@@ -30,7 +30,11 @@ pub fn run(args: Args) -> Result<()> {
     let device = crate::device(&args.device)?;
     let mut failed = 0;
     for f in &args.fixture {
-        let dtype = if args.f64 { DType::F64 } else { fixture_dtype(f) };
+        let dtype = if args.f64 {
+            DType::F64
+        } else {
+            fixture_dtype(f)
+        };
         let report = run_fixture_as(f, &device, dtype)?;
         println!(
             "{} ({}, {} mode, {} on {}, {dtype:?})",

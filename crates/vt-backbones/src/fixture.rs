@@ -354,7 +354,10 @@ pub const FLOAT32_UNRESOLVED: &[&str] = &[
 
 /// The dtype to check the fixture at `path` in: float64 for [`FLOAT32_UNRESOLVED`], else float32.
 pub fn fixture_dtype(path: &Path) -> DType {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
     match FLOAT32_UNRESOLVED.contains(&name) {
         true => DType::F64,
         false => DType::F32,

@@ -5,7 +5,6 @@ use candle_core::Device;
 use std::path::PathBuf;
 use vt_backbones::fixture::{fixture_dtype, run_fixture_as};
 
-
 /// Runs every `.safetensors` file in `tests/<folder>` (expecting `count` of them) and fails
 /// with every tensor outside its tolerance.
 fn check_folder(folder: &str, count: usize) {

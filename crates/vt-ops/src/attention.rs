@@ -33,7 +33,13 @@ pub fn attention_weights_with_key_bias(
     weights(q, k, Some(bias), heads, scale)
 }
 
-fn weights(q: &Tensor, k: &Tensor, bias: Option<&Tensor>, heads: usize, scale: f64) -> Result<Tensor> {
+fn weights(
+    q: &Tensor,
+    k: &Tensor,
+    bias: Option<&Tensor>,
+    heads: usize,
+    scale: f64,
+) -> Result<Tensor> {
     let (n, c, m) = q.dims3()?;
     let (kn, kc, lk) = k.dims3()?;
     if (kn, kc) != (n, c) || heads == 0 || c % heads != 0 {
@@ -195,7 +201,9 @@ mod tests {
                         let (p, out) = match ours {
                             true => {
                                 let p = match bias {
-                                    Some(b) => attention_weights_with_key_bias(&q, &k, b, h, scale)?,
+                                    Some(b) => {
+                                        attention_weights_with_key_bias(&q, &k, b, h, scale)?
+                                    }
                                     None => attention_weights(&q, &k, h, scale)?,
                                 };
                                 let out = attend(&v, &p)?;

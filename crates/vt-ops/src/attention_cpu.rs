@@ -271,9 +271,11 @@ impl WeightsCpu {
         dp: &Tensor,
     ) -> Result<std::vec::IntoIter<Tensor>> {
         let dp = dp.contiguous()?;
-        let grads = with_cpu_data!("attention_weights backward", [q, k, p, &dp], |q, k, p, dp| {
-            self.backward(q, k, p, dp, bias.is_some())
-        });
+        let grads = with_cpu_data!(
+            "attention_weights backward",
+            [q, k, p, &dp],
+            |q, k, p, dp| { self.backward(q, k, p, dp, bias.is_some()) }
+        );
         match bias {
             Some(b) => grad_views(grads, &[q, k, b]),
             None => grad_views(grads, &[q, k]),

@@ -148,7 +148,9 @@ fn conv1x1(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, g: usize) -> Resu
             .reshape((g, n * p, ig))?;
         let w = weight.reshape((g, og, ig))?.transpose(1, 2)?;
         let y = xg.matmul(&w)?.reshape((g, n, p, og))?;
-        y.permute((1, 0, 3, 2))?.contiguous()?.reshape((n, cout, p))?
+        y.permute((1, 0, 3, 2))?
+            .contiguous()?
+            .reshape((n, cout, p))?
     };
     match bias {
         Some(b) => crate::bias::add_channel_bias(&y, b),
@@ -187,8 +189,16 @@ mod tests {
         let dev = Device::Cpu;
         for (i, groups) in [1, 2, 8].into_iter().enumerate() {
             let rng = |s| crate::Rng::new(s + 10 * i as u64);
-            let x = Var::from_tensor(&rng(1).normal_tensor((3, 8, 7), &dev)?.to_dtype(DType::F64)?)?;
-            let y = Var::from_tensor(&rng(2).normal_tensor((3, 8, 4), &dev)?.to_dtype(DType::F64)?)?;
+            let x = Var::from_tensor(
+                &rng(1)
+                    .normal_tensor((3, 8, 7), &dev)?
+                    .to_dtype(DType::F64)?,
+            )?;
+            let y = Var::from_tensor(
+                &rng(2)
+                    .normal_tensor((3, 8, 4), &dev)?
+                    .to_dtype(DType::F64)?,
+            )?;
             let run = |moved: bool| -> Result<Vec<Tensor>> {
                 let store = VarStore::seeded(3 + i as u64, DType::F64, &dev);
                 let conv = Conv1x1::new(8, 8, groups, false, store.var_builder())?;

@@ -122,7 +122,11 @@ impl Conv2d {
         let (o2, o1, kh, kw) = next.weight.dims4()?;
         let (o, c, k1, k2) = self.weight.dims4()?;
         let n = &next.cfg;
-        if (kh, kw) != (1, 1) || o1 != o || n.stride != 1 || n.padding != 0 || n.groups != 1
+        if (kh, kw) != (1, 1)
+            || o1 != o
+            || n.stride != 1
+            || n.padding != 0
+            || n.groups != 1
             || self.cfg.groups != 1
         {
             bail!(
@@ -362,7 +366,11 @@ mod tests {
     #[test]
     fn conv_then_pointwise_is_one_conv_with_gradients() -> Result<()> {
         let dev = Device::Cpu;
-        let x = Var::from_tensor(&crate::Rng::new(5).normal_tensor((2, 4, 9, 9), &dev)?.to_dtype(DType::F64)?)?;
+        let x = Var::from_tensor(
+            &crate::Rng::new(5)
+                .normal_tensor((2, 4, 9, 9), &dev)?
+                .to_dtype(DType::F64)?,
+        )?;
         for bias in [true, false] {
             let run = |fused: bool| -> Result<Vec<Tensor>> {
                 let store = VarStore::seeded(6, DType::F64, &dev);
@@ -400,7 +408,14 @@ mod tests {
             }
         }
         let store = VarStore::seeded(0, DType::F32, &dev);
-        let a = Conv2d::new(4, 4, 3, Conv2dConfig::default(), None, store.var_builder().pp("a"))?;
+        let a = Conv2d::new(
+            4,
+            4,
+            3,
+            Conv2dConfig::default(),
+            None,
+            store.var_builder().pp("a"),
+        )?;
         let e = a.then_pointwise(&a).unwrap_err().to_string();
         assert!(e.contains("[4, 4, 3, 3]"), "{e}");
         Ok(())
