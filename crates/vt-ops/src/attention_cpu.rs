@@ -274,7 +274,7 @@ impl WeightsCpu {
         let grads = with_cpu_data!(
             "attention_weights backward",
             [q, k, p, &dp],
-            |q, k, p, dp| { self.backward(q, k, p, dp, bias.is_some()) }
+            |q, k, p, dp| self.backward(q, k, p, dp, bias.is_some())
         );
         match bias {
             Some(b) => grad_views(grads, &[q, k, b]),
