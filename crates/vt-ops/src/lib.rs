@@ -8,12 +8,13 @@
 //! * [`residual`]: `relu(a + b)`, the residual tail, as one CPU op;
 //! * [`resize`]: bilinear (PyTorch, `align_corners=False`) and nearest resize, adaptive pooling;
 //! * [`softmax`]: softmax / log-softmax along any axis;
-//! * [`attention`]: multi-head attention weights and pooling on channel-major maps (one op
-//!   each on the CPU);
+//! * [`attention`]: multi-head attention weights (optionally with a bias per key) and pooling
+//!   on channel-major maps (one op each on the CPU);
 //! * [`batch_norm`]: fused CPU batch norm (train mode, optionally + ReLU) with its backward;
 //! * [`conv`]: CPU convolution as one op (tiled im2col + GEMM, columns recomputed in the
 //!   backward; a direct kernel for stride-1 "same" windows on small channel counts);
-//! * [`nn`]: conv2d, grouped 1x1 conv, linear, batch norm; [`group_norm`]: group norm;
+//! * [`nn`]: conv2d, grouped 1x1 conv (and its transpose), linear, batch norm; [`group_norm`]:
+//!   group norm;
 //! * [`conv2d_interleaved`]: conv2d of `L` maps stored interleaved, `(N, C, H, W, L)` (one op on
 //!   the CPU), the position encoder's conv of the token coefficients;
 //! * [`stochastic`]: dropout and drop-path;
