@@ -97,7 +97,8 @@ def main():
     keep = balanced(ytr, a.train_limit, 0)
     train = torch.utils.data.DataLoader(Images(xtr[keep], ytr[keep], True), batch_size=a.batch,
                                         shuffle=True, drop_last=True)
-    test = torch.utils.data.DataLoader(Images(xte, yte, False), batch_size=256)
+    # the test batch is the train batch, as `train`'s default (`data.eval_batch_size` unset)
+    test = torch.utils.data.DataLoader(Images(xte, yte, False), batch_size=a.batch)
     spec = argparse.Namespace(model=a.model, classes=10, width=0.25, stem="small", in_channels=1,
                               reference=a.reference)
     if a.reference:
