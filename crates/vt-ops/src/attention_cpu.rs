@@ -6,8 +6,8 @@
 //!
 //! Backward: `dS = s·P·(dP − Σ_l P·dP)` (the softmax's), `dq = k·dS`, `dk = q·dSᵀ`;
 //! `dv = dout·Pᵀ`, `dP = vᵀ·dout`; the products along the keys run on a transposed copy of
-//! `P` (or `dS`). Each backward writes both gradients into one buffer in one
-//! pass; the two tensors are views of it.
+//! `P` (or `dS`); with a key bias, `dβ = Σ_m dS`. Each backward writes all its gradients
+//! into one buffer in one pass; the tensors are views of it.
 
 use crate::gemm::{small_gemm, wide_lanes, Strided};
 use crate::softmax_cpu::Real;

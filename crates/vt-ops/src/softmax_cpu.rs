@@ -41,7 +41,8 @@ impl Real for f32 {
     /// (truncation below 0.05 ulp for `|r| ≤ 0.35`). The tail is under 0.42, so its rounding
     /// costs at most a quarter-ulp of the result before the last addition rounds once: within
     /// an ulp of `f32::exp`, mostly its value. `2^n` goes in as two exact power-of-two factors,
-    /// so a denormal result is rounded once. An earlier f64-lane form ran a third as fast.
+    /// so a denormal result is rounded once. (An earlier form ran in f64 lanes: half as many to
+    /// a register, and a conversion each way.)
     #[inline(always)]
     fn exp_lanes<const FMA: bool>(self) -> f32 {
         const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23
@@ -156,10 +157,9 @@ impl SoftmaxCpu {
         y
     }
 
-    /// [`Self::forward_task`] compiled for AVX2 and FMA: the f64-lane `exp` makes the forward
-    /// bound by arithmetic, not memory, so four lanes instead of SSE2's two pay, and fused
-    /// multiply-adds (which change the f64 polynomial's last bits, not its f32 result but in
-    /// near-ties).
+    /// [`Self::forward_task`] compiled for AVX2 and FMA: the `exp` polynomial makes the forward
+    /// bound by arithmetic, not memory, so eight lanes instead of SSE2's four pay, and fused
+    /// multiply-adds.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn forward_task_avx2<T: Real>(&self, ys: &mut [T], xs: &[T]) {
