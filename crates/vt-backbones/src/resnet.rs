@@ -311,15 +311,32 @@ impl ResNet {
 
     /// The final feature map and, for a VT-ResNet, the last VT module's tokens.
     pub fn forward_features(&self, x: &Tensor, train: bool) -> Result<(Tensor, Option<Tensor>)> {
+        let (x, tokens) = self.features(x, train, self.vt.len())?;
+        Ok((x, tokens))
+    }
+
+    /// The trunk, then the VT modules, the last `len − projected` of them without their
+    /// projector (their feature map output is not computed; the returned map is the last
+    /// projected one).
+    fn features(
+        &self,
+        x: &Tensor,
+        train: bool,
+        projected: usize,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let mut stages = self.trunk.forward_stages(x, train)?;
         let mut x = stages
             .pop()
             .expect("a validated config has at least one stage");
         let mut tokens: Option<Tensor> = None;
-        for m in &self.vt {
-            let (nx, t) = m.forward_t(&x, tokens.as_ref(), train)?;
-            x = nx;
-            tokens = Some(t);
+        for (i, m) in self.vt.iter().enumerate() {
+            if i < projected {
+                let (nx, t) = m.forward_t(&x, tokens.as_ref(), train)?;
+                x = nx;
+                tokens = Some(t);
+            } else {
+                tokens = Some(m.forward_tokens(&x, tokens.as_ref(), train)?);
+            }
         }
         Ok((x, tokens))
     }
@@ -374,7 +391,15 @@ impl ResNet {
 
 impl ModuleT for ResNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let (x, t) = self.forward_features(x, train)?;
+        // The head reads the last VT module's tokens only, so in eval that module's projector
+        // (kept for the paper's parameter count, the reference's note 14) changes nothing
+        // observable and is skipped. Training runs it,
+        // since its batch norm's running statistics are state.
+        let projected = match train {
+            true => self.vt.len(),
+            false => self.vt.len().saturating_sub(1),
+        };
+        let (x, t) = self.features(x, train, projected)?;
         self.forward_head(&x, t.as_ref(), train)
     }
 }

@@ -112,30 +112,51 @@ fn paper_targets() -> Result<()> {
     Ok(())
 }
 
+/// A preset at 1/16 width with 4 heads: structure and names stay the preset's, the tests fast.
+fn tiny(c: &ClassifierPreset) -> ResNetConfig {
+    let cfg = (c.config)()
+        .with_width(0.0625)
+        .with_classes(5)
+        .with_stem(Stem::Small);
+    ResNetConfig {
+        vt: cfg
+            .vt
+            .iter()
+            .map(|v| vt_layers::VtConfig {
+                heads: 4,
+                tokenizer_groups: 4,
+                projector_groups: 4,
+                ..v.clone()
+            })
+            .collect(),
+        ..cfg
+    }
+}
+
+/// The eval forward skips the last VT module's projector (the head reads its tokens only): the
+/// logits are those of the whole model's features.
+#[test]
+fn eval_logits_equal_those_of_every_module() -> Result<()> {
+    use candle_core::ModuleT;
+    let mut rng = vt_ops::Rng::new(0x5e1);
+    for (p, c) in classifiers() {
+        let (model, _store) = build(&tiny(c))?;
+        let x = rng.normal_tensor((2, 3, 32, 32), &Device::Cpu)?;
+        let (feat, tokens) = model.forward_features(&x, false)?;
+        let full = model.forward_head(&feat, tokens.as_ref(), false)?;
+        let fast = model.forward_t(&x, false)?;
+        let diff = (full - fast)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert_eq!(diff, 0.0, "{}: eval logits differ by {diff}", p.name);
+    }
+    Ok(())
+}
+
 #[test]
 fn every_preset_trains_at_a_tiny_input() -> Result<()> {
     // seeded inputs and loss weights: a failure reproduces
     let mut rng = vt_ops::Rng::new(0x9ad);
     for (p, c) in classifiers() {
-        // shrink widths to keep the test fast; structure and names stay those of the preset
-        let cfg = (c.config)()
-            .with_width(0.0625)
-            .with_classes(5)
-            .with_stem(Stem::Small);
-        let cfg = ResNetConfig {
-            vt: cfg
-                .vt
-                .iter()
-                .map(|v| vt_layers::VtConfig {
-                    heads: 4,
-                    tokenizer_groups: 4,
-                    projector_groups: 4,
-                    ..v.clone()
-                })
-                .collect(),
-            ..cfg
-        };
-        let (model, store) = build(&cfg)?;
+        let (model, store) = build(&tiny(c))?;
         let x = rng.normal_tensor((2, 3, 32, 32), &Device::Cpu)?;
         let (feat, tokens) = model.forward_features(&x, true)?;
         let logits = model.forward_head(&feat, tokens.as_ref(), true)?;

@@ -81,23 +81,8 @@ impl VisualTransformer {
         tokens: Option<&Tensor>,
         train: bool,
     ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
-        let c = x.dim(1)?;
-        if x.rank() != 4 || c != self.cfg.in_channels {
-            bail!(
-                "VT module expects (N, {}, H, W), got {:?}",
-                self.cfg.in_channels,
-                x.shape()
-            );
-        }
-        let (mut t, coef) = self.tokenizer.forward(x, tokens)?;
+        let (t, coef) = self.tokens_and_coefficients(x, tokens, train)?;
         let dp = self.drop_path.as_ref().filter(|_| train);
-        if let Some(rel) = &self.transformer {
-            let out = rel.forward(&t)?;
-            t = match dp {
-                Some((d, _)) => (&t + d.forward_t(&(out - &t)?, train)?)?,
-                None => out,
-            };
-        }
         let x = match (&self.projector, dp) {
             (Some(p), Some((_, d))) => {
                 let (res, out) = p.forward_parts(x, &t, train)?;
@@ -107,6 +92,42 @@ impl VisualTransformer {
             (None, _) => x.clone(),
         };
         Ok((x, t, coef))
+    }
+
+    /// The module's output tokens alone: the tokenizer and the token relation, without the
+    /// projector. What a reader of the tokens only (a classification head) needs.
+    pub fn forward_tokens(
+        &self,
+        x: &Tensor,
+        tokens: Option<&Tensor>,
+        train: bool,
+    ) -> Result<Tensor> {
+        Ok(self.tokens_and_coefficients(x, tokens, train)?.0)
+    }
+
+    fn tokens_and_coefficients(
+        &self,
+        x: &Tensor,
+        tokens: Option<&Tensor>,
+        train: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let c = x.dim(1)?;
+        if x.rank() != 4 || c != self.cfg.in_channels {
+            bail!(
+                "VT module expects (N, {}, H, W), got {:?}",
+                self.cfg.in_channels,
+                x.shape()
+            );
+        }
+        let (mut t, coef) = self.tokenizer.forward(x, tokens)?;
+        if let Some(rel) = &self.transformer {
+            let out = rel.forward(&t)?;
+            t = match self.drop_path.as_ref().filter(|_| train) {
+                Some((d, _)) => (&t + d.forward_t(&(out - &t)?, train)?)?,
+                None => out,
+            };
+        }
+        Ok((t, coef))
     }
 
     /// MACs and parameters on an `h × w` input map.
