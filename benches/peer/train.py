@@ -13,8 +13,9 @@ IDX arrays with per-sample transforms (num_workers 0: on 2 cores worker processe
 the step; vt's loader uses threads). A class-balanced subset of `--train-limit` images.
 
 Prints {"wall_s": ..., "train_images": ..., "images_per_sec": ..., "top1": ...}: images/s is
-epochs x train images / the wall time from start to finish, start-up and evaluation included,
-as bench-peer measures vt's `train`.
+epochs x train images / this script's wall time, evaluation included, from after the imports.
+bench-peer times this process from outside instead, as it times vt's `train`: from process start
+(interpreter and `import torch` included) to exit, and prints this timer beside it.
 """
 import argparse
 import gzip
