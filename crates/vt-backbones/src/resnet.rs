@@ -39,7 +39,7 @@ struct ConvBn {
 
 impl ConvBn {
     /// Conv → BN (→ ReLU). In train mode BN and ReLU are one op; in eval mode the BN is
-    /// folded into the conv (one pass over the activations).
+    /// folded into the conv, and its shift and the ReLU are one pass over the activations.
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if train {
             let y = self.conv.forward(x)?;
@@ -48,12 +48,7 @@ impl ConvBn {
                 false => self.bn.forward_t(&y, train),
             }
         } else {
-            let y = self.conv.forward_folded(x, &self.bn)?;
-            if self.relu {
-                y.relu()
-            } else {
-                Ok(y)
-            }
+            self.conv.forward_folded(x, &self.bn, self.relu)
         }
     }
 }

@@ -18,6 +18,16 @@ fn ncs(shape: &Shape) -> Result<(usize, usize, usize)> {
 
 /// `x (N, C, ...) + b` broadcast over every axis but the channel axis.
 pub fn add_channel_bias(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    channel_bias(x, b, false)
+}
+
+/// `relu(x + b)`, as [`add_channel_bias`], in one pass: a conv's bias (or a folded batch
+/// norm's shift) and the ReLU after it. Its backward masks by the output's sign.
+pub fn add_channel_bias_relu(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    channel_bias(x, b, true)
+}
+
+fn channel_bias(x: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
     let c = x.dim(1)?;
     if b.elem_count() != c {
         bail!(
@@ -30,24 +40,37 @@ pub fn add_channel_bias(x: &Tensor, b: &Tensor) -> Result<Tensor> {
     if crate::cpu_kernels(x.device()) && same {
         return x
             .contiguous()?
-            .apply_op2(&b.flatten_all()?.contiguous()?, ChannelBias);
+            .apply_op2(&b.flatten_all()?.contiguous()?, ChannelBias { relu });
     }
     let mut shape = vec![1; x.rank()];
     shape[1] = c;
-    x.broadcast_add(&b.reshape(shape)?)
+    let y = x.broadcast_add(&b.reshape(shape)?)?;
+    match relu {
+        true => y.relu(),
+        false => Ok(y),
+    }
 }
 
-struct ChannelBias;
+struct ChannelBias {
+    relu: bool,
+}
 
-fn add<T: Copy + Send + Sync + std::ops::Add<Output = T>>(x: &[T], b: &[T], s: usize) -> Vec<T> {
+/// One pass from `x` into a fresh output (no copy first, no zeroing).
+fn add<T: candle_core::WithDType>(x: &[T], b: &[T], s: usize, relu: bool) -> Vec<T> {
     let c = b.len();
-    let mut y = x.to_vec();
+    let mut y = crate::output_vec::<T>(x.len());
+    let zero = T::zero();
     y.par_chunks_mut(s.max(1))
+        .zip(x.par_chunks(s.max(1)))
         .enumerate()
-        .for_each(|(i, plane)| {
+        .for_each(|(i, (out, plane))| {
             let v = b[i % c];
-            for o in plane {
-                *o = *o + v;
+            match relu {
+                true => out.iter_mut().zip(plane).for_each(|(o, &x)| {
+                    let y = x + v;
+                    *o = if y > zero { y } else { zero };
+                }),
+                false => out.iter_mut().zip(plane).for_each(|(o, &x)| *o = x + v),
             }
         });
     y
@@ -69,7 +92,7 @@ impl CustomOp2 for ChannelBias {
         let y = crate::float_kernel!(
             "channel bias",
             [(s1, l1, "channel bias x") => x, (s2, l2, "channel bias b") => b],
-            add(x, b, s)
+            add(x, b, s, self.relu)
         );
         Ok((y, l1.shape().clone()))
     }
@@ -78,11 +101,16 @@ impl CustomOp2 for ChannelBias {
         &self,
         _x: &Tensor,
         b: &Tensor,
-        _y: &Tensor,
+        y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let db = dy.contiguous()?.apply_op1_no_bwd(&ChannelSum)?;
-        Ok((Some(dy.clone()), Some(db.reshape(b.shape())?)))
+        let dz = match self.relu {
+            // where the output is 0 the ReLU cut the gradient (PyTorch's convention at 0)
+            true => y.gt(0.0)?.where_cond(dy, &dy.zeros_like()?)?,
+            false => dy.clone(),
+        };
+        let db = dz.contiguous()?.apply_op1_no_bwd(&ChannelSum)?;
+        Ok((Some(dz), Some(db.reshape(b.shape())?)))
     }
 }
 
@@ -133,7 +161,8 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    /// Values and both gradients against `broadcast_add`, in f32 and f64, for rank 3 and 4.
+    /// Values and both gradients against `broadcast_add` (then `relu`), in f32 and f64, for
+    /// rank 3 and 4.
     #[test]
     fn channel_bias_equals_broadcast_add() -> Result<()> {
         let dev = Device::Cpu;
@@ -163,15 +192,25 @@ mod tests {
                     flat(g.get(b.as_tensor()).unwrap())?,
                 ])
             };
-            let ours = run(add_channel_bias(&x, &b)?)?;
-            let theirs = run(x.broadcast_add(&b.reshape(bshape)?)?)?;
-            for (u, v) in ours.iter().zip(&theirs) {
-                let d = u
-                    .iter()
-                    .zip(v)
-                    .map(|(p, q)| (p - q).abs())
-                    .fold(0.0, f64::max);
-                assert!(d < 1e-5, "{shape:?} {dtype:?}: {d}");
+            let theirs = x.broadcast_add(&b.reshape(bshape)?)?;
+            let pairs = [
+                (add_channel_bias(&x, &b)?, theirs.clone(), "bias"),
+                (
+                    add_channel_bias_relu(&x, &b)?,
+                    theirs.relu()?,
+                    "bias + relu",
+                ),
+            ];
+            for (ours, theirs, what) in pairs {
+                let (ours, theirs) = (run(ours)?, run(theirs)?);
+                for (u, v) in ours.iter().zip(&theirs) {
+                    let d = u
+                        .iter()
+                        .zip(v)
+                        .map(|(p, q)| (p - q).abs())
+                        .fold(0.0, f64::max);
+                    assert!(d < 1e-5, "{what} {shape:?} {dtype:?}: {d}");
+                }
             }
         }
         Ok(())
