@@ -155,9 +155,9 @@ mod tests {
 
     /// Values and gradients of q, k, v (and the key bias, when there is one) against the
     /// composite form, in f64 and f32, on the VT stages' shapes (the transformer's 16 × 16,
-    /// the projector's pixels as queries, the tokenizer's pixels as keys) and on odd sizes that
-    /// leave lane remainders, under 1, 2 and 4 threads; both outputs feed the loss, as the
-    /// tokenizer's weights do.
+    /// the projector's pixels as queries, the tokenizer's pixels as keys, VT-FPN's finest
+    /// projector) and on odd sizes that leave lane remainders, under 1, 2 and 4 threads; both
+    /// outputs feed the loss, as the tokenizer's weights do.
     #[test]
     fn kernels_match_the_composite_form() -> Result<()> {
         let dev = Device::Cpu;
@@ -169,6 +169,10 @@ mod tests {
             (2, 1, 5, 3, 7, 13),
             (5, 2, 3, 6, 9, 1),
             (1, 4, 1, 2, 33, 41),
+            // VT-FPN's finest projector (8 tokens, 4 channels a head), and an odd key count
+            // with a lane remainder on the dot-product path
+            (2, 16, 4, 4, 8, 1024),
+            (2, 4, 4, 4, 3, 37),
         ];
         for (i, &(n, h, d, dv, lk, m)) in table.iter().enumerate() {
             let mut rng = crate::Rng::new(11 + i as u64);

@@ -5,11 +5,12 @@
 //! products of depth 4-16) and the transposed copies around it cost more than the arithmetic.
 //!
 //! Backward: `dS = s·P·(dP − Σ_l P·dP)` (the softmax's), `dq = k·dS`, `dk = q·dSᵀ`;
-//! `dv = dout·Pᵀ`, `dP = vᵀ·dout`; the products along the keys run on a transposed copy of
-//! `P` (or `dS`); with a key bias, `dβ = Σ_m dS`. Each backward writes all its gradients
+//! `dv = dout·Pᵀ`, `dP = vᵀ·dout`; the products along the queries (`dk`, `dv`) are dot
+//! products in lanes where the queries outnumber the keys 4 to 1, else a [`small_gemm`] on a
+//! transposed copy of `P` (or `dS`); with a key bias, `dβ = Σ_m dS`. Each backward writes all its gradients
 //! into one buffer in one pass; the tensors are views of it.
 
-use crate::gemm::{small_gemm, wide_lanes, Strided};
+use crate::gemm::{small_gemm, small_gemm_nt, wide_lanes, Strided};
 use crate::softmax_cpu::Real;
 use candle_core::op::BackpropOp;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
@@ -38,6 +39,44 @@ impl Heads {
     fn p_shape(&self) -> Shape {
         Shape::from((self.b / self.heads, self.heads, self.lk, self.m))
     }
+}
+
+/// `C = A·Bᵀ` along the queries (`depth` = m): `A (rows × m)`, `B (lk × m)`, `C (rows × lk)`.
+/// Dot products in lanes where the queries are many against the keys (a projector's pixels
+/// against its tokens: no transpose, and every lane busy however few the keys); otherwise `B`
+/// transposed into `scratch` and a [`small_gemm`] across the keys, which then fill its blocks.
+#[inline(always)]
+fn a_bt<T: Real>(c: &mut [T], a: &[T], b: &[T], depth: usize, scratch: &mut [T]) {
+    let lk = b.len() / depth.max(1);
+    if depth >= 4 * lk {
+        return small_gemm_nt(c, a, b, depth);
+    }
+    transpose(b, depth, scratch);
+    small_gemm(
+        c,
+        lk,
+        Strided {
+            data: a,
+            rs: depth,
+            cs: 1,
+        },
+        scratch,
+        depth,
+    );
+}
+
+/// `Σ x` in eight lanes (a left-to-right fold is one serial chain of adds).
+#[inline(always)]
+fn lane_sum<T: Real>(x: &[T]) -> T {
+    let mut acc = [T::zero(); 8];
+    let lanes = x.chunks_exact(8);
+    let tail = lanes.remainder().iter().fold(T::zero(), |a, &v| a + v);
+    for l in lanes {
+        for j in 0..8 {
+            acc[j] += l[j];
+        }
+    }
+    (acc[0] + acc[4]) + (acc[1] + acc[5]) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
 /// `(rows × cols)` → `(cols × rows)`.
@@ -228,12 +267,10 @@ impl WeightsCpu {
             }
             if let Some(db) = db.as_deref_mut() {
                 for (b, row) in db[h * lk..][..lk].iter_mut().zip(ds.chunks(m)) {
-                    *b = row.iter().fold(T::zero(), |a, &x| a + x);
+                    *b = lane_sum(row);
                 }
             }
-            // dq = k·dS; dk = q·dSᵀ on dS transposed (a dot product per element of dk would
-            // end in a horizontal sum each)
-            transpose(&ds, m, &mut ds_t);
+            // dq = k·dS; dk = q·dSᵀ
             small_gemm(
                 dq,
                 m,
@@ -245,17 +282,7 @@ impl WeightsCpu {
                 &ds,
                 lk,
             );
-            small_gemm(
-                dk,
-                lk,
-                Strided {
-                    data: q,
-                    rs: m,
-                    cs: 1,
-                },
-                &ds_t,
-                m,
-            );
+            a_bt(dk, q, &ds, m, &mut ds_t);
         }
     }
 }
@@ -417,19 +444,8 @@ impl AttendCpu {
                 .zip(dout.chunks(d * m)),
         );
         for ((dv, dp), ((v, p), dout)) in heads {
-            // dv = dout·Pᵀ on P transposed; dP = vᵀ·dout
-            transpose(p, m, &mut p_t);
-            small_gemm(
-                dv,
-                lk,
-                Strided {
-                    data: dout,
-                    rs: m,
-                    cs: 1,
-                },
-                &p_t,
-                m,
-            );
+            // dv = dout·Pᵀ; dP = vᵀ·dout
+            a_bt(dv, dout, p, m, &mut p_t);
             small_gemm(
                 dp,
                 m,
