@@ -3,29 +3,134 @@
 //!
 //! `cargo run --release -p xtask --example vt_stages` times inference; `TRAIN=1` forward +
 //! backward (a sum as the loss); `PART=vt.1.tokenizer` (any printed name) loops that part
-//! alone, for `perf record`. Medians of 15 steps after 3 warm-up ones; a shared host moves
-//! single numbers by 10 % and more, so compare parts of one run.
+//! alone, for `perf record`. `NECK=1` times VT-FPN's neck instead, part by part, next to the
+//! FPN neck: `reproduce`'s 128 px segmentation workload (width 1/4, batch 8), on random C2..C5.
+//! Medians of 15 steps after 3 warm-up ones; a shared host moves single numbers by 10 % and
+//! more, so compare parts of one run.
 
 use anyhow::Result;
 use candle_core::{DType, Device, ModuleT, Tensor, Var};
 use std::time::Instant;
 use vt_backbones::config::{ResNetConfig, Stem};
-use vt_backbones::{presets, ResNet, ResNetTrunk};
-use vt_layers::{Projector, TokenRelation, Tokenizer, VisualTransformer};
+use vt_backbones::{presets, Fpn, NeckConfig, ResNet, ResNetTrunk, VtFpn};
+use vt_layers::{
+    FilterTokenizer, Projector, TokenRelation, Tokenizer, Transformer, VisualTransformer,
+};
 use vt_ops::{NoiseSource, VarStore};
 
-// as the xtask binary: mimalloc, with freed pages kept (xtask/src/main.rs, `tune_cpu_runtime`)
+// as the xtask binary (xtask/src/main.rs, `tune_cpu_runtime`): mimalloc with freed pages kept,
+// and candle's elementwise pool spinning briefly
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> Result<()> {
     // SAFETY: a process-wide option (15 = mi_option_purge_delay), set before any allocation
     unsafe { libmimalloc_sys::mi_option_set(15, -1) };
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "100");
+    }
     vt_ops::in_thread_pool(run)
 }
 
 fn run() -> Result<()> {
     let train = std::env::var_os("TRAIN").is_some();
+    match std::env::var_os("NECK").is_some() {
+        true => neck_parts(train),
+        false => resnet_stages(train),
+    }
+}
+
+/// A step: in train mode the backward of the sum of `outs`.
+fn step(train: bool, outs: &[&Tensor]) -> Result<()> {
+    if train {
+        let mut loss = outs[0].sum_all()?;
+        for o in &outs[1..] {
+            loss = (loss + o.sum_all()?)?;
+        }
+        loss.backward()?;
+    }
+    Ok(())
+}
+
+/// The FPN and VT-FPN necks whole, then VT-FPN's parts on the merged maps P2..P5 as leaves:
+/// per level its tokenizer and projector, and the transformer over the 32 tokens.
+fn neck_parts(train: bool) -> Result<()> {
+    let dev = Device::Cpu;
+    let (n, size) = (8, 128);
+    let cfg = presets::vt_fpn_resnet50().with_width(0.25);
+    let NeckConfig::VtFpn(vt_fpn) = &cfg.neck else {
+        anyhow::bail!("vt_fpn_resnet50 has a VT-FPN neck")
+    };
+    let d = cfg.fpn_channels;
+    let t = &cfg.trunk;
+    let chans: Vec<usize> = t.widths.iter().map(|w| w * t.block.expansion()).collect();
+    let sides: Vec<usize> = (0..chans.len()).map(|i| size >> (i + 2)).collect();
+    let store = VarStore::seeded(0, DType::F32, &dev);
+    let vb = store.var_builder();
+    let fpn = Fpn::new(&chans, d, vb.pp("fpn"))?;
+    let vt = VtFpn::new(&chans, d, vt_fpn, vb.pp("vt_fpn"))?;
+    let feats = chans
+        .iter()
+        .zip(&sides)
+        .map(|(&c, &s)| {
+            Ok(Var::from_tensor(&Tensor::randn(
+                0f32,
+                1.,
+                (n, c, s, s),
+                &dev,
+            )?)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let feats: Vec<Tensor> = feats.iter().map(|v| v.as_tensor().clone()).collect();
+    time("fpn neck", || {
+        let out = fpn.forward(&feats)?;
+        step(train, &out.iter().collect::<Vec<_>>())
+    })?;
+    time("vt_fpn neck", || {
+        let out = vt.forward(&feats, train)?;
+        step(train, &out.iter().collect::<Vec<_>>())
+    })?;
+    let vcfg = vt_fpn.vt_config(d);
+    let parts = vb.pp("parts");
+    let merged = sides
+        .iter()
+        .map(|&s| {
+            Ok(Var::from_tensor(&Tensor::randn(
+                0f32,
+                1.,
+                (n, d, s, s),
+                &dev,
+            )?)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut tokens = Vec::new();
+    for (i, m) in merged.iter().enumerate() {
+        let tokenizer = FilterTokenizer::new(&vcfg, parts.pp("tokenizers").pp(i))?;
+        time(&format!("tokenizer.{i}"), || {
+            step(train, &[&tokenizer.forward(m.as_tensor())?.0])
+        })?;
+        tokens.push(tokenizer.forward(m.as_tensor())?.0.detach());
+    }
+    let transformer = Transformer::new(&vcfg, parts.pp("transformer"))?;
+    let all = Var::from_tensor(&Tensor::cat(&tokens, 2)?)?;
+    time("transformer", || {
+        step(train, &[&transformer.forward(all.as_tensor())?])
+    })?;
+    for (i, (m, t)) in merged.iter().zip(&tokens).enumerate() {
+        let projector = Projector::new(&vcfg, parts.pp("projectors").pp(i))?;
+        let t = Var::from_tensor(t)?;
+        time(&format!("projector.{i}"), || {
+            step(
+                train,
+                &[&projector.forward_t(m.as_tensor(), t.as_tensor(), train)?],
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Each VT stage of VT-ResNet-18 next to the ResNet stage it replaces.
+fn resnet_stages(train: bool) -> Result<()> {
     let dev = Device::Cpu;
     let small = |c: ResNetConfig| {
         c.with_width(0.25)
@@ -45,17 +150,7 @@ fn run() -> Result<()> {
     let vt = ResNet::new(&vt_cfg, vt_store.var_builder())?;
     let trunk = ResNetTrunk::new(&vt_cfg, &NoiseSource::new(0), vt_store.var_builder())?;
     let x = Tensor::randn(0f32, 1., (64, 1, 56, 56), &dev)?;
-    // a step: the forward, and in train mode the backward of the sum of its outputs
-    let step = |outs: &[&Tensor]| -> Result<()> {
-        if train {
-            let mut loss = outs[0].sum_all()?;
-            for o in &outs[1..] {
-                loss = (loss + o.sum_all()?)?;
-            }
-            loss.backward()?;
-        }
-        Ok(())
-    };
+    let step = |outs: &[&Tensor]| step(train, outs);
     time("resnet18", || step(&[&base.forward_t(&x, train)?]))?;
     time("vt_resnet18", || step(&[&vt.forward_t(&x, train)?]))?;
     time("trunk (layer1-3)", || {
@@ -93,13 +188,13 @@ fn run() -> Result<()> {
     Ok(())
 }
 
-/// Prints the median and fastest of 15 steps of `f` (or, with `PART=name`, loops it 100 times).
+/// Prints the median and fastest of 15 steps of `f` (or, with `PART=name`, loops it 1000 times first).
 fn time(name: &str, mut f: impl FnMut() -> Result<()>) -> Result<()> {
     if let Some(part) = std::env::var_os("PART") {
         if part != name {
             return Ok(());
         }
-        for _ in 0..100 {
+        for _ in 0..1000 {
             f()?;
         }
     }

@@ -144,7 +144,7 @@ impl VtFpnConfig {
 
     /// The `VtConfig` of the modules at `d` feature channels (every other field as the
     /// reference's class defaults).
-    fn vt_config(&self, d: usize) -> VtConfig {
+    pub fn vt_config(&self, d: usize) -> VtConfig {
         VtConfig {
             num_tokens: self.num_tokens,
             token_channels: self.token_channels,
