@@ -69,7 +69,8 @@ pub use store::VarStore;
 /// environment variable `VT_CPU_KERNELS=candle` selects candle's ops on the CPU too (for
 /// comparisons such as `cargo xtask bench-peer`); `VT_CPU_KERNELS=im2col` keeps vt's kernels
 /// but runs every convolution as im2col + GEMM, without the direct kernel of small stride-1
-/// convolutions (to measure what that kernel gains).
+/// convolutions (to measure what that kernel gains); `VT_CPU_KERNELS=narrow_tile` keeps that
+/// kernel's 16-position forward tile on CPUs with AVX-512VL, where it takes a 32-position one.
 pub fn cpu_kernels(device: &candle_core::Device) -> bool {
     device.is_cpu() && kernel_choice() != "candle"
 }
@@ -109,6 +110,11 @@ pub const POOL_STACK: usize = 64 << 20;
 /// Whether vt's CPU convolution may use its direct kernel ([`conv`]).
 pub(crate) fn direct_conv() -> bool {
     kernel_choice() != "im2col"
+}
+
+/// Whether the direct kernel may take its wide forward tile where the CPU has one.
+pub(crate) fn wide_tile() -> bool {
+    kernel_choice() != "narrow_tile"
 }
 
 fn kernel_choice() -> &'static str {

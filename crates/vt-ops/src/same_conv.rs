@@ -8,15 +8,17 @@
 //! row are computed and dropped: `(W+k−1)/W` of the useful work, instead of im2col's k-fold
 //! copy of the input and the GEMM's packing of it (a fifth of a 28 px train step).
 //!
-//! * forward: a register tile of 16 positions × 4 output channels, one multiply-add per tap
-//!   and channel (a GEMM microkernel reading the grid in place);
+//! * forward: a register tile of 16 positions × 4 output channels (32 × 4 where AVX-512VL
+//!   gives 32 registers), one multiply-add per tap and channel (a GEMM microkernel reading the
+//!   grid in place);
 //! * input gradient: this forward with the transposed kernels rotated by 180° (conv.rs's
 //!   transposed convolution, which takes this kernel wherever the forward does);
 //! * weight gradient: `dW[o, (c, t)] = Σ_n Σ_p dY[n, o, p] · X̃[n, p + off(c, t)]`, dot
 //!   products in tiles of 4 output channels × 3 taps, with `dY` on the grid (zeros in its
 //!   padding columns).
 //!
-//! The tiles have an AVX2 + FMA build for f32, chosen at run time, and a portable one.
+//! The tiles have an AVX2 + FMA build for f32 (the forward tile also an AVX-512VL one),
+//! chosen at run time, and a portable one.
 
 use crate::gemm::{scratch, sum_parts, Float, Scratch};
 use rayon::prelude::*;
@@ -26,6 +28,10 @@ use rayon::prelude::*;
 /// 16 × 6 ran as fast, but computes 18 channels where the models have 16 or 32.
 const MR: usize = 16;
 const NR: usize = 4;
+/// The tile's positions where the CPU has AVX-512VL: the same 256-bit code then has 32
+/// registers, room for 32 × 4 (sixteen accumulators, four loads and four broadcasts per tap)
+/// without a spill. 16 × 8 there ran no faster than 16 × 4.
+const MR_WIDE: usize = 32;
 /// Output channels × taps per weight-gradient tile, and its vector width.
 const DO: usize = 4;
 const DK: usize = 3;
@@ -44,7 +50,11 @@ pub(crate) struct SameConv {
 
 /// The tile kernels, per element type.
 pub(crate) trait SameConvFloat: Float {
-    /// `out[j·ld + i] = Σ_q w[q·NR + j] · x[off[q] + i]` for `i < MR`, `j < NR`.
+    /// Output positions of one forward tile on this CPU: [`MR`] or [`MR_WIDE`].
+    fn tile_width() -> usize {
+        MR
+    }
+    /// `out[j·ld + i] = Σ_q w[q·NR + j] · x[off[q] + i]` for `i < tile_width()`, `j < NR`.
     fn tile_forward(x: &[Self], off: &[usize], w: &[Self], out: &mut [Self], ld: usize) {
         tile_forward_portable(x, off, w, out, ld)
     }
@@ -63,10 +73,25 @@ pub(crate) trait SameConvFloat: Float {
 impl SameConvFloat for f64 {}
 
 impl SameConvFloat for f32 {
+    fn tile_width() -> usize {
+        #[cfg(target_arch = "x86_64")]
+        if avx512vl() {
+            return MR_WIDE;
+        }
+        MR
+    }
+
     fn tile_forward(x: &[f32], off: &[usize], w: &[f32], out: &mut [f32], ld: usize) {
         #[cfg(target_arch = "x86_64")]
+        if avx512vl() {
+            check_forward(x, off, w, out, ld, MR_WIDE);
+            // SAFETY: the CPU has AVX-512F/VL (so AVX2 and FMA), and `check_forward` proved
+            // every read and write in bounds.
+            return unsafe { avx2::tile_forward_wide(x, off, w, out, ld) };
+        }
+        #[cfg(target_arch = "x86_64")]
         if avx2_fma() {
-            check_forward(x, off, w, out, ld);
+            check_forward(x, off, w, out, ld, MR);
             // SAFETY: the CPU has AVX2 and FMA, and `check_forward` proved every read and write
             // in bounds.
             return unsafe { avx2::tile_forward(x, off, w, out, ld) };
@@ -97,11 +122,21 @@ fn avx2_fma() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
 }
 
+/// Whether this CPU runs the wide forward tile: AVX-512F and VL (32 vector registers), with
+/// AVX2 and FMA, unless [`crate::wide_tile`] says no.
+#[cfg(target_arch = "x86_64")]
+fn avx512vl() -> bool {
+    avx2_fma()
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512vl")
+        && crate::wide_tile()
+}
+
 /// The offsets ascend (they follow the grid), so the last is the largest.
-fn check_forward<T>(x: &[T], off: &[usize], w: &[T], out: &[T], ld: usize) {
+fn check_forward<T>(x: &[T], off: &[usize], w: &[T], out: &[T], ld: usize, mr: usize) {
     let max_off = off.last().copied().unwrap_or(0);
     assert!(
-        max_off + MR <= x.len() && w.len() >= off.len() * NR && (NR - 1) * ld + MR <= out.len(),
+        max_off + mr <= x.len() && w.len() >= off.len() * NR && (NR - 1) * ld + mr <= out.len(),
         "same-conv forward tile out of bounds"
     );
 }
@@ -151,7 +186,7 @@ fn tile_dots_portable<T: Float>(
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{DK, DL, DO, MR, NR};
+    use super::{DK, DL, DO, MR, MR_WIDE, NR};
     use std::arch::x86_64::*;
 
     /// [`super::SameConvFloat::tile_forward`]; the caller checked the bounds.
@@ -163,8 +198,31 @@ mod avx2 {
         out: &mut [f32],
         ld: usize,
     ) {
-        const V: usize = MR / 8;
-        const { assert!(MR.is_multiple_of(8)) };
+        tile::<{ MR / 8 }>(x, off, w, out, ld)
+    }
+
+    /// The [`MR_WIDE`]-position tile: the same code compiled with AVX-512VL's 32 registers.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+    pub(super) unsafe fn tile_forward_wide(
+        x: &[f32],
+        off: &[usize],
+        w: &[f32],
+        out: &mut [f32],
+        ld: usize,
+    ) {
+        tile::<{ MR_WIDE / 8 }>(x, off, w, out, ld)
+    }
+
+    /// `8·V` positions × [`NR`] channels; inlined into each build above.
+    #[inline(always)]
+    unsafe fn tile<const V: usize>(
+        x: &[f32],
+        off: &[usize],
+        w: &[f32],
+        out: &mut [f32],
+        ld: usize,
+    ) {
+        const { assert!(MR.is_multiple_of(8) && MR_WIDE.is_multiple_of(8)) };
         let (x, w, out) = (x.as_ptr(), w.as_ptr(), out.as_mut_ptr());
         let mut acc = [[_mm256_setzero_ps(); V]; NR];
         for (q, &o) in off.iter().enumerate() {
@@ -254,7 +312,7 @@ impl SameConv {
     }
     /// Length of a sample's padded input: the planes plus room for the last tile's overrun.
     fn grid_len(&self) -> usize {
-        self.c * self.plane() + MR.max(DL) + self.k
+        self.c * self.plane() + MR.max(MR_WIDE).max(DL) + self.k
     }
 
     /// Copies one sample `(C, H, W)` onto its zero-padded grid in `buf`.
@@ -301,8 +359,9 @@ impl SameConv {
         let (hw, kc) = (h * w, self.taps());
         let packed = self.pack(wt);
         let off = self.offsets();
-        let blocks = self.lg().div_ceil(MR);
-        let ld = blocks * MR;
+        let mr = T::tile_width();
+        let blocks = self.lg().div_ceil(mr);
+        let ld = blocks * mr;
         let panels = o.div_ceil(NR);
         // a sample's panels are split between jobs when the batch alone cannot feed the threads
         let threads = rayon::current_num_threads();
@@ -316,7 +375,7 @@ impl SameConv {
             for (pi, y_panel) in y_job.chunks_mut(NR * hw).enumerate() {
                 let panel = &packed[(o0 / NR + pi) * kc * NR..][..kc * NR];
                 for b in 0..blocks {
-                    T::tile_forward(&xg[b * MR..], &off, panel, &mut tile[b * MR..], ld);
+                    T::tile_forward(&xg[b * mr..], &off, panel, &mut tile[b * mr..], ld);
                 }
                 for (j, plane) in y_panel.chunks_exact_mut(hw).enumerate() {
                     for (yy, line) in plane.chunks_exact_mut(w).enumerate() {
