@@ -388,8 +388,8 @@ impl ModuleT for ResNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         // The head reads the last VT module's tokens only, so in eval that module's projector
         // (kept for the paper's parameter count, the reference's note 14) changes nothing
-        // observable and is skipped. Training runs it,
-        // since its batch norm's running statistics are state.
+        // observable and is skipped. Training runs it: its batch norm's running statistics
+        // are state.
         let projected = match train {
             true => self.vt.len(),
             false => self.vt.len().saturating_sub(1),

@@ -7,8 +7,8 @@
 //! Backward: `dS = s·P·(dP − Σ_l P·dP)` (the softmax's), `dq = k·dS`, `dk = q·dSᵀ`;
 //! `dv = dout·Pᵀ`, `dP = vᵀ·dout`; the products along the queries (`dk`, `dv`) are dot
 //! products in lanes where the queries outnumber the keys 4 to 1, else a [`small_gemm`] on a
-//! transposed copy of `P` (or `dS`); with a key bias, `dβ = Σ_m dS`. Each backward writes all its gradients
-//! into one buffer in one pass; the tensors are views of it.
+//! transposed copy of `P` (or `dS`); with a key bias, `dβ = Σ_m dS`. Each backward writes all
+//! its gradients into one buffer in one pass; the tensors are views of it.
 
 use crate::gemm::{small_gemm, small_gemm_nt, wide_lanes, Strided};
 use crate::softmax_cpu::Real;
