@@ -10,7 +10,7 @@
 //! transposed copy of `P` (or `dS`); with a key bias, `dβ = Σ_m dS`. Each backward writes all
 //! its gradients into one buffer in one pass; the tensors are views of it.
 
-use crate::gemm::{small_gemm, small_gemm_nt, wide_lanes, Strided};
+use crate::gemm::{small_gemm, small_gemm_nt, sum_lanes, wide_lanes, Strided};
 use crate::softmax_cpu::Real;
 use candle_core::op::BackpropOp;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
@@ -76,7 +76,7 @@ fn lane_sum<T: Real>(x: &[T]) -> T {
             acc[j] += l[j];
         }
     }
-    (acc[0] + acc[4]) + (acc[1] + acc[5]) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+    sum_lanes(&acc) + tail
 }
 
 /// `(rows × cols)` → `(cols × rows)`.

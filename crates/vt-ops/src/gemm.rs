@@ -346,14 +346,19 @@ fn dots<T: Float, const R: usize, const C: usize, const FMA: bool>(
     for (i, acc) in acc.iter().enumerate() {
         for (j, acc) in acc.iter().enumerate() {
             let (ai, bj) = (&ar[i * depth..][..depth], &br[j * depth..][..depth]);
-            let mut s =
-                (acc[0] + acc[4]) + (acc[1] + acc[5]) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+            let mut s = sum_lanes(acc);
             for t in full..depth {
                 s = madd::<T, FMA>(ai[t], bj[t], s);
             }
             c[(r0 + i) * cols + j0 + j] = s;
         }
     }
+}
+
+/// The sum of eight lane accumulators, pairwise.
+#[inline(always)]
+pub(crate) fn sum_lanes<T: Float>(acc: &[T; 8]) -> T {
+    (acc[0] + acc[4]) + (acc[1] + acc[5]) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
 }
 
 /// `a·b + s`, fused or not.
