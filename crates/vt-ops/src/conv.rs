@@ -23,7 +23,7 @@
 
 use crate::contiguous_data;
 use crate::gemm::{for_each_tile, gemm_acc, scratch, sum_parts, Float, Scratch, View};
-use crate::im2col::{col2im_plane, im2col_plane, Window};
+use crate::im2col::{col2im_plane, Im2col, Window};
 use crate::same_conv::{SameConv, SameConvFloat};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
@@ -157,14 +157,14 @@ impl Geometry {
         let (l, kk, hw) = (self.l(), self.kk(), self.h * self.w);
         let tl = t * l;
         let cols = scratch(cols, self.c * kk * tl);
+        // a pointwise conv's plane is its only column row
+        let gather = (!self.pointwise()).then(|| Im2col::new(&self.win, self.h, self.w));
         let fill = |(ch, rows): (usize, &mut [T])| {
             for j in 0..t {
                 let plane = &x[((s0 + j) * self.c + ch) * hw..][..hw];
-                if self.pointwise() {
-                    // the plane is its only column row
-                    rows[j * l..][..l].copy_from_slice(plane);
-                } else {
-                    im2col_plane(&self.win, plane, self.h, self.w, &mut rows[j * l..], tl);
+                match &gather {
+                    None => rows[j * l..][..l].copy_from_slice(plane),
+                    Some(g) => g.plane(&self.win, plane, self.h, self.w, &mut rows[j * l..], tl),
                 }
             }
         };

@@ -1,5 +1,10 @@
 //! The gather under a convolution window (im2col) and its adjoint (col2im), one plane at a
 //! time, for [`crate::conv`].
+//!
+//! Wide stride-1 planes are gathered a tap row at a time by contiguous copies. Small planes
+//! and strided windows are gathered through a table of source indices built once per
+//! convolution ([`Im2col`]): at 4 px a row-wise copy moves 4 elements per call, and the
+//! strided form reads one element at a time anyway.
 
 /// Window geometry along one axis (square kernels).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +36,78 @@ impl Window {
             0
         };
         (lo.min(hi), hi)
+    }
+}
+
+/// Output widths below this take the gather table; from it on, a stride-1 tap row is a few
+/// long copies.
+const GATHER_MAX_WIDTH: usize = 16;
+/// The largest gather table (entries, `k²·L`): 64 KB of indices, beside the plane in L2. The
+/// ImageNet stem (7×7 stride 2 at 224 px, 614 k entries) keeps the row-wise gather.
+const GATHER_MAX_TABLE: usize = 1 << 14;
+
+/// How [`Im2col::plane`] gathers the planes of one convolution.
+pub(crate) enum Im2col {
+    /// Row-wise copies ([`im2col_plane`]).
+    Rows,
+    /// `src[r·L + p]`: the plane index that tap `r` of output `p` reads, or the plane's size
+    /// for a zero (padding).
+    Table(Vec<u32>),
+}
+
+impl Im2col {
+    /// The gather for planes `h × wd` under `w`.
+    pub fn new(w: &Window, h: usize, wd: usize) -> Self {
+        let (ho, wo) = (w.out(h), w.out(wd));
+        let entries = w.k * w.k * ho * wo;
+        let small = w.stride > 1 || wo < GATHER_MAX_WIDTH;
+        if !small || entries > GATHER_MAX_TABLE || h * wd >= u32::MAX as usize {
+            return Self::Rows;
+        }
+        let mut src = Vec::with_capacity(entries);
+        for ky in 0..w.k {
+            for kx in 0..w.k {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        // the source `o·stride − pad + k·dilation` on each axis, if inside
+                        let at = |o: usize, k: usize, n: usize| {
+                            (o * w.stride + k * w.dilation)
+                                .checked_sub(w.pad)
+                                .filter(|&i| i < n)
+                        };
+                        let i = match (at(oy, ky, h), at(ox, kx, wd)) {
+                            (Some(iy), Some(ix)) => iy * wd + ix,
+                            _ => h * wd,
+                        };
+                        src.push(i as u32);
+                    }
+                }
+            }
+        }
+        Self::Table(src)
+    }
+
+    /// Writes the k² tap rows of one input plane `h × wd`; row r starts at
+    /// `dst[r·row_stride]`.
+    pub fn plane<T: Copy + Default>(
+        &self,
+        w: &Window,
+        src: &[T],
+        h: usize,
+        wd: usize,
+        dst: &mut [T],
+        row_stride: usize,
+    ) {
+        let Self::Table(table) = self else {
+            return im2col_plane(w, src, h, wd, dst, row_stride);
+        };
+        let l = w.out(h) * w.out(wd);
+        for (r, taps) in table.chunks_exact(l).enumerate() {
+            let row = &mut dst[r * row_stride..][..l];
+            for (o, &i) in row.iter_mut().zip(taps) {
+                *o = src.get(i as usize).copied().unwrap_or_default();
+            }
+        }
     }
 }
 
