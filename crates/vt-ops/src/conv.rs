@@ -349,7 +349,8 @@ impl Geometry {
         let (c, l, kg, og, kk) = (self.c, self.l(), self.kg(), self.og(), self.kk());
         let hw = self.h * self.w;
         let (tile, outer, inner) = self.plan(self.min_cols());
-        let mut dx = vec![T::default(); self.n * c * hw];
+        // every plane is written whole: by the GEMM (a pointwise conv of one sample) or col2im
+        let mut dx = crate::output_vec(self.n * c * hw);
         let run = |(ti, dx_t): (usize, &mut [T]), Scratch(gcols, dyb): &mut Scratch<T>| {
             let (s0, t) = (ti * tile, dx_t.len() / (c * hw));
             let tl = t * l;

@@ -411,15 +411,20 @@ impl SameConv {
             let Scratch(grid, dyg) = &mut buffers;
             for s in (pi * self.n / parts)..((pi + 1) * self.n / parts) {
                 let xg = self.pad_into(&x[s * c * hw..(s + 1) * c * hw], grid);
-                // dY on the grid's width, zeros in the padding columns and past the end
+                // dY on the grid's width, zeros in the padding columns and past the end; each
+                // element written once instead of zeroed and then copied
                 let dyg = scratch(dyg, rows * len);
-                dyg.fill(T::default());
-                for (oc, plane) in dy[s * o * hw..(s + 1) * o * hw]
-                    .chunks_exact(hw)
-                    .enumerate()
+                let (dyg_rows, dyg_pad) = dyg.split_at_mut(o * len);
+                dyg_pad.fill(T::default());
+                for (row, plane) in dyg_rows
+                    .chunks_exact_mut(len)
+                    .zip(dy[s * o * hw..(s + 1) * o * hw].chunks_exact(hw))
                 {
-                    for (yy, line) in plane.chunks_exact(w).enumerate() {
-                        dyg[oc * len + yy * gw..][..w].copy_from_slice(line);
+                    let (lines, tail) = row.split_at_mut(h * gw);
+                    tail.fill(T::default());
+                    for (grid_line, line) in lines.chunks_exact_mut(gw).zip(plane.chunks_exact(w)) {
+                        grid_line[..w].copy_from_slice(line);
+                        grid_line[w..].fill(T::default());
                     }
                 }
                 for r0 in (0..o).step_by(DO) {
