@@ -4,6 +4,8 @@
 //! The kernel choice is read once per process (`VT_CPU_KERNELS=im2col` turns the direct kernel
 //! off), so the example runs itself as a child, alternating the two, and prints the ratio
 //! im2col time / default time of the medians (above 1: the default is faster).
+//! `SAME_CONV_AB_BASE=narrow_tile` compares against another setting of `VT_CPU_KERNELS`
+//! instead (there: the direct kernel's AVX2 tiles against its AVX-512VL ones).
 
 use candle_core::{Device, Result, Tensor, Var};
 use std::process::Command;
@@ -66,6 +68,7 @@ fn main() -> Result<()> {
         return child();
     }
     let exe = std::env::current_exe()?;
+    let base = std::env::var("SAME_CONV_AB_BASE").unwrap_or_else(|_| "im2col".to_string());
     // [variant][shape] → (forward ms, forward + backward ms) of every round
     let mut times = vec![vec![(vec![], vec![]); SHAPES.len()]; 2];
     for round in 0..ROUNDS {
@@ -73,7 +76,7 @@ fn main() -> Result<()> {
         // bias of several per cent for one position
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for v in order {
-            let kernels = ["", "im2col"][v];
+            let kernels = ["", base.as_str()][v];
             let out = Command::new(&exe)
                 .env("SAME_CONV_AB_CHILD", "1")
                 .env("VT_CPU_KERNELS", kernels)
@@ -88,7 +91,7 @@ fn main() -> Result<()> {
             }
         }
     }
-    println!("| conv 3×3 s1 (N×C×H×W → C) | fwd direct ms | fwd im2col ms | fwd ratio | fwd+bwd direct ms | fwd+bwd im2col ms | fwd+bwd ratio |");
+    println!("| conv 3×3 s1 (N×C×H×W → C) | fwd default ms | fwd {base} ms | fwd ratio | fwd+bwd default ms | fwd+bwd {base} ms | fwd+bwd ratio |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for (s, &(n, c, hw)) in SHAPES.iter().enumerate() {
         let [(df, db), (if_, ib)] = [0, 1].map(|v| {
