@@ -2,9 +2,9 @@
 //! time, for [`crate::conv`].
 //!
 //! Wide stride-1 planes are gathered a tap row at a time by contiguous copies. Small planes
-//! and strided windows are gathered through a table of source indices built once per
-//! convolution ([`Im2col`]): at 4 px a row-wise copy moves 4 elements per call, and the
-//! strided form reads one element at a time anyway.
+//! and strided windows are gathered through a table of source indices ([`Im2col`]), built
+//! once per column matrix and used for each of its `C·t` planes: at 4 px a row-wise copy moves
+//! 4 elements per call, and the strided form reads one element at a time anyway.
 
 /// Window geometry along one axis (square kernels).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,17 +64,17 @@ impl Im2col {
         if !small || entries > GATHER_MAX_TABLE || h * wd >= u32::MAX as usize {
             return Self::Rows;
         }
+        // the source `o·stride − pad + k·dilation` along an axis of size n, if inside it
+        let at = |o: usize, k: usize, n: usize| {
+            (o * w.stride + k * w.dilation)
+                .checked_sub(w.pad)
+                .filter(|&i| i < n)
+        };
         let mut src = Vec::with_capacity(entries);
         for ky in 0..w.k {
             for kx in 0..w.k {
                 for oy in 0..ho {
                     for ox in 0..wo {
-                        // the source `o·stride − pad + k·dilation` on each axis, if inside
-                        let at = |o: usize, k: usize, n: usize| {
-                            (o * w.stride + k * w.dilation)
-                                .checked_sub(w.pad)
-                                .filter(|&i| i < n)
-                        };
                         let i = match (at(oy, ky, h), at(ox, kx, wd)) {
                             (Some(iy), Some(ix)) => iy * wd + ix,
                             _ => h * wd,
