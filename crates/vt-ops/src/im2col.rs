@@ -111,8 +111,8 @@ impl Im2col {
     }
 }
 
-/// Writes the k² tap rows of one input plane; row r starts at `dst[r·row_stride]`.
-pub(crate) fn im2col_plane<T: Copy + Default>(
+/// [`Im2col::plane`] by row copies (the `Rows` gather).
+fn im2col_plane<T: Copy + Default>(
     w: &Window,
     src: &[T],
     h: usize,
